@@ -1,0 +1,35 @@
+"""`xo-migrate` command line: `serve` runs the API server, `sim` runs the XAPI simulator."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="xo-migrate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the xo-server compatible API server")
+    serve.add_argument("--config", help="TOML config file (default: embedded simulated lab)")
+    serve.add_argument("--host", help="listen address (overrides the config)")
+    serve.add_argument("--port", type=int, help="listen port (overrides the config)")
+
+    sim = sub.add_parser("sim", help="run the XAPI simulator on loopback addresses")
+    sim.add_argument("--lab", help="lab TOML file (default: the shipped lab)")
+    sim.add_argument("--port", type=int, default=None, help="port every host listens on")
+    sim.add_argument("--manifest", help="write a JSON manifest of pools and hosts here")
+    sim.add_argument("--time-scale", type=float, default=None, help="override timing.time_scale")
+
+    args = parser.parse_args(argv)
+    if args.command == "sim":
+        from xen.sim.main import run as run_sim
+
+        return run_sim(args)
+    from server.main import run as run_server
+
+    return run_server(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

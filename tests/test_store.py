@@ -1,0 +1,69 @@
+"""The object collection's change batching, as push clients will see it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from xen.store import ChangeSet, ObjectStore
+
+
+def vm(obj_id: str, **extra: object) -> dict[str, object]:
+    return {"id": obj_id, "type": "VM", "$pool": "p1", "_xapiRef": f"OpaqueRef:{obj_id}", **extra}
+
+
+async def test_changes_are_batched_per_tick_and_coalesced_by_id() -> None:
+    store = ObjectStore()
+    seen: list[ChangeSet] = []
+    store.subscribe(seen.append)
+    store.set(vm("a", power_state="Halted"))
+    store.set(vm("a", power_state="Running"))
+    store.set(vm("b"))
+    await asyncio.sleep(0)
+    assert len(seen) == 1
+    assert seen[0].enter["a"]["power_state"] == "Running"
+    assert set(seen[0].enter) == {"a", "b"} and not seen[0].exit
+
+
+async def test_added_then_removed_in_one_flush_is_never_announced() -> None:
+    store = ObjectStore()
+    seen: list[ChangeSet] = []
+    store.subscribe(seen.append)
+    store.set(vm("old"))
+    await asyncio.sleep(0)
+    store.set(vm("tmp"))
+    store.remove("tmp")
+    store.set(vm("old", name_label="x"))
+    store.remove("old")
+    await asyncio.sleep(0)
+    assert seen[1].enter == {} and seen[1].exit == {"old"}
+
+
+async def test_lookups_by_type_and_ref_follow_updates() -> None:
+    store = ObjectStore()
+    store.set(vm("a"))
+    store.set({"id": "h", "type": "host", "$pool": "p1", "_xapiRef": "OpaqueRef:h"})
+    assert [o["id"] for o in store.by_type("VM")] == ["a"]
+    assert store.by_ref("p1", "OpaqueRef:h")["id"] == "h"
+    assert store.by_ref("p2", "OpaqueRef:h") is None
+    store.set({**vm("a"), "type": "VM-template"})
+    assert store.by_type("VM") == [] and store.by_type("VM-template")[0]["id"] == "a"
+    store.remove("h")
+    assert store.by_ref("p1", "OpaqueRef:h") is None and store.get("h") is None
+
+
+async def test_a_failing_subscriber_does_not_starve_the_others() -> None:
+    store = ObjectStore()
+    seen: list[ChangeSet] = []
+
+    def broken(_: ChangeSet) -> None:
+        raise RuntimeError("boom")
+
+    store.subscribe(broken)
+    unsubscribe = store.subscribe(seen.append)
+    store.set(vm("a"))
+    await asyncio.sleep(0)
+    assert len(seen) == 1
+    unsubscribe()
+    store.set(vm("b"))
+    await asyncio.sleep(0)
+    assert len(seen) == 1

@@ -1,0 +1,156 @@
+"""The live object collection, in xo-server's shape, shared by every pool and the API.
+
+Objects are plain dicts keyed by their XO `id` (a XAPI uuid, or a migration id). Writers call
+`set` / `remove`; the store coalesces changes per object id and flushes them to subscribers
+once per event-loop tick, like xo-collection's buffered events: an object both added and
+removed inside one flush is never announced, and the last write wins.
+
+Subscribers are plain callables run synchronously at flush time so that a push hub can
+serialize a change set once and fan it out without extra copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("xo_migrate.store")
+
+XoObject = dict[str, Any]
+
+
+@dataclass(slots=True)
+class ChangeSet:
+    """One flush: objects that entered (added or updated) and ids that exited."""
+
+    enter: dict[str, XoObject] = field(default_factory=dict)
+    exit: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.enter or self.exit)
+
+
+Subscriber = Callable[[ChangeSet], None]
+
+
+class ObjectStore:
+    def __init__(self) -> None:
+        self._objects: dict[str, XoObject] = {}
+        self._by_type: dict[str, dict[str, XoObject]] = {}
+        # (pool id, XAPI ref) -> object id; refs are only unique inside one pool.
+        self._by_ref: dict[tuple[str, str], str] = {}
+        self._subscribers: list[Subscriber] = []
+        self._pending = ChangeSet()
+        # Ids first seen during the pending flush: removing one again announces nothing.
+        self._pending_new: set[str] = set()
+        self._flush_scheduled = False
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, obj_id: str) -> XoObject | None:
+        return self._objects.get(obj_id)
+
+    def __contains__(self, obj_id: object) -> bool:
+        return obj_id in self._objects
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def __iter__(self) -> Iterator[XoObject]:
+        return iter(list(self._objects.values()))
+
+    def all(self) -> dict[str, XoObject]:
+        return self._objects
+
+    def by_type(self, obj_type: str) -> list[XoObject]:
+        return list(self._by_type.get(obj_type, {}).values())
+
+    def by_ref(self, pool_id: str, ref: str) -> XoObject | None:
+        obj_id = self._by_ref.get((pool_id, ref))
+        return None if obj_id is None else self._objects.get(obj_id)
+
+    def id_of_ref(self, pool_id: str, ref: str) -> str | None:
+        return self._by_ref.get((pool_id, ref))
+
+    # -- writes --------------------------------------------------------------------------
+
+    def set(self, obj: XoObject) -> None:
+        """Insert or replace an object (full object, not a diff)."""
+        obj_id = obj["id"]
+        old = self._objects.get(obj_id)
+        if old is not None:
+            self._unindex(old)
+        elif obj_id not in self._pending.exit:
+            self._pending_new.add(obj_id)
+        self._objects[obj_id] = obj
+        self._by_type.setdefault(obj["type"], {})[obj_id] = obj
+        ref = obj.get("_xapiRef")
+        pool = obj.get("$pool")
+        if ref and pool:
+            self._by_ref[(pool, ref)] = obj_id
+        self._pending.exit.discard(obj_id)
+        self._pending.enter[obj_id] = obj
+        self._schedule_flush()
+
+    def remove(self, obj_id: str) -> None:
+        old = self._objects.pop(obj_id, None)
+        if old is None:
+            return
+        self._unindex(old)
+        self._pending.enter.pop(obj_id, None)
+        if obj_id in self._pending_new:
+            self._pending_new.discard(obj_id)
+        else:
+            self._pending.exit.add(obj_id)
+        self._schedule_flush()
+
+    def remove_many(self, obj_ids: Iterable[str]) -> None:
+        for obj_id in obj_ids:
+            self.remove(obj_id)
+
+    def _unindex(self, obj: XoObject) -> None:
+        by_type = self._by_type.get(obj["type"])
+        if by_type is not None:
+            by_type.pop(obj["id"], None)
+        ref = obj.get("_xapiRef")
+        pool = obj.get("$pool")
+        if ref and pool and self._by_ref.get((pool, ref)) == obj["id"]:
+            del self._by_ref[(pool, ref)]
+
+    # -- change notification -------------------------------------------------------------
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Register a callback for every flushed change set; returns an unsubscribe."""
+        self._subscribers.append(subscriber)
+
+        def unsubscribe() -> None:
+            if subscriber in self._subscribers:
+                self._subscribers.remove(subscriber)
+
+        return unsubscribe
+
+    def _schedule_flush(self) -> None:
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            # No loop (synchronous use in a script): deliver at the next explicit flush().
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        changes, self._pending = self._pending, ChangeSet()
+        self._pending_new = set()
+        if not changes:
+            return
+        for subscriber in list(self._subscribers):
+            try:
+                subscriber(changes)
+            except Exception:  # one broken subscriber must not starve the others
+                log.exception("store subscriber failed")
