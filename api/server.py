@@ -1,0 +1,157 @@
+"""server.*: the XAPI pools xo-migrate stays connected to (xo-server api/server.mjs).
+
+xo-server calls a pool connection a "server". Records are persisted in SQLite; connecting is
+the pool manager's job (xen/pools.py): `server.add` returns at once, the connection comes up in
+the background and `server.getAll` shows its status.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from api.registry import OPTIONAL, Call, Method, XoParams
+from server import errors
+from server.config import normalize_pool_url
+from server.db import ServerRecord
+
+
+def _pool_config(rec: ServerRecord) -> Any:
+    from server.app import record_to_pool_config
+
+    return record_to_pool_config(rec)
+
+
+def _record(call: Call, server_id: str) -> ServerRecord:
+    rec = call.state.db.server(server_id)
+    if rec is None:
+        raise errors.no_such_object(server_id, "xenServer")
+    return rec
+
+
+class AddParams(XoParams):
+    label: str = OPTIONAL
+    host: str
+    username: str
+    password: str
+    autoConnect: bool = True
+    allowUnauthorized: bool = OPTIONAL
+    readOnly: bool = OPTIONAL
+
+
+async def add(call: Call, params: AddParams) -> str:
+    rec = ServerRecord(
+        id=str(uuid.uuid4()),
+        url=normalize_pool_url(params.host),
+        username=params.username,
+        password=params.password,
+        label=params.label or "",
+        allow_unauthorized=bool(params.allowUnauthorized),
+        enabled=params.autoConnect,
+        created_at=time.time(),
+    )
+    call.state.db.add_server(rec)
+    if call.state.pools is not None:
+        await call.state.pools.add(_pool_config(rec))
+    return rec.id
+
+
+class IdParams(XoParams):
+    id: str
+
+
+async def remove(call: Call, params: IdParams) -> None:
+    _record(call, params.id)
+    call.state.db.remove_server(params.id)
+    if call.state.pools is not None:
+        await call.state.pools.remove(params.id)
+
+
+class SetParams(XoParams):
+    id: str
+    label: str = OPTIONAL
+    host: str = OPTIONAL
+    username: str = OPTIONAL
+    password: str = OPTIONAL
+    allowUnauthorized: bool = OPTIONAL
+
+
+async def set_(call: Call, params: SetParams) -> None:
+    rec = _record(call, params.id)
+    if params.label is not None:
+        rec.label = params.label
+    if params.host is not None:
+        rec.url = normalize_pool_url(params.host)
+    if params.username is not None:
+        rec.username = params.username
+    if params.password is not None:
+        rec.password, rec.password_env = params.password, ""
+    if params.allowUnauthorized is not None:
+        rec.allow_unauthorized = params.allowUnauthorized
+    call.state.db.update_server(rec)
+    pools = call.state.pools
+    if pools is not None:  # reconnect with the new settings
+        await pools.remove(rec.id)
+        await pools.add(_pool_config(rec))
+
+
+async def _set_enabled(call: Call, server_id: str, enabled: bool) -> None:
+    rec = _record(call, server_id)
+    rec.enabled = enabled
+    call.state.db.update_server(rec)
+    pools = call.state.pools
+    if pools is not None:
+        await (pools.enable(server_id) if enabled else pools.disable(server_id))
+
+
+async def enable(call: Call, params: IdParams) -> None:
+    await _set_enabled(call, params.id, True)
+
+
+async def disable(call: Call, params: IdParams) -> None:
+    await _set_enabled(call, params.id, False)
+
+
+def get_all(call: Call, params: XoParams) -> list[dict[str, Any]]:
+    pools = call.state.pools
+    statuses = {s["id"]: s for s in pools.statuses()} if pools is not None else {}
+    out = []
+    for rec in call.state.db.servers():
+        entry: dict[str, Any] = {
+            "id": rec.id,
+            "host": rec.url,
+            "label": rec.label,
+            "username": rec.username,
+            "enabled": rec.enabled,
+            "allowUnauthorized": rec.allow_unauthorized,
+            "readOnly": False,
+            "status": "disconnected",
+        }
+        status = statuses.get(rec.id)
+        if status is not None:
+            entry["status"] = status.get("status", "disconnected")
+            for key in ("error", "poolId"):
+                if status.get(key) is not None:
+                    entry[key] = status[key]
+        elif pools is None:
+            entry["error"] = "pool connections are not available in this build"
+        out.append(entry)
+    return out
+
+
+METHODS = [
+    Method("server.add", add, AddParams, "admin", description="register a new Xen server"),
+    Method("server.remove", remove, IdParams, "admin", description="unregister a Xen server"),
+    Method(
+        "server.set", set_, SetParams, "admin", description="changes the properties of a Xen server"
+    ),
+    Method("server.enable", enable, IdParams, "admin", description="enable a Xen server"),
+    Method("server.disable", disable, IdParams, "admin", description="disable a Xen server"),
+    Method(
+        "server.getAll",
+        get_all,
+        permission="admin",
+        description="returns all the registered Xen server",
+    ),
+]

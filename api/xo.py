@@ -1,0 +1,69 @@
+"""xo.*: the object collection snapshot (xo-server api/xo.mjs)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from api.registry import OPTIONAL, Call, Method, XoParams
+from server.matching import compile_string_filter, matches
+
+
+class GetAllObjectsParams(XoParams):
+    filter: dict[str, Any] | str = OPTIONAL
+    limit: float = OPTIONAL
+    ndjson: bool = OPTIONAL
+
+
+def _predicate(flt: dict[str, Any] | str | None) -> Callable[[dict[str, Any]], bool] | None:
+    if flt is None or flt == {}:
+        return None
+    if isinstance(flt, str):
+        return compile_string_filter(flt)
+    return lambda obj: matches(obj, flt)
+
+
+def _select(objects: Iterable[dict[str, Any]], params: GetAllObjectsParams) -> dict[str, Any]:
+    predicate = _predicate(params.filter)
+    limit = None if params.limit is None else max(int(params.limit), 0)
+    out: dict[str, Any] = {}
+    for obj in objects:
+        if limit is not None and len(out) >= limit:
+            break
+        if predicate is None or predicate(obj):
+            out[obj["id"]] = obj
+    return out
+
+
+def get_all_objects(call: Call, params: GetAllObjectsParams) -> Any:
+    store = call.state.store
+    if params.ndjson:
+        return {"$getFrom": call.state.oneshot.register(_ndjson_producer(call, params), ".ndjson")}
+    if params.filter is None and params.limit is None:
+        return store.all()  # serialized as is: no copy
+    if isinstance(params.filter, dict) and isinstance(params.filter.get("type"), str):
+        return _select(store.by_type(params.filter["type"]), params)
+    return _select(store.all().values(), params)
+
+
+def _ndjson_producer(call: Call, params: GetAllObjectsParams) -> Any:
+    async def produce(request: web.Request) -> web.StreamResponse:
+        # Taken at fetch time, as xo-server streams the collection when the URL is read.
+        objects = get_all_objects(call, params.model_copy(update={"ndjson": False}))
+        body = b"".join(orjson.dumps(obj) + b"\n" for obj in objects.values())
+        return web.Response(body=body, content_type="application/json")
+
+    return produce
+
+
+METHODS = [
+    Method(
+        "xo.getAllObjects",
+        get_all_objects,
+        GetAllObjectsParams,
+        description="Returns all XO objects",
+    ),
+]

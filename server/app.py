@@ -1,0 +1,164 @@
+"""Build the aiohttp application: routes, shared state, and everything the server owns.
+
+Routes: GET /api/ (WebSocket, server/websocket.py), POST /api/ (server/http_rpc.py),
+GET|POST /api/<token> (one-shot URLs, server/oneshot.py).
+
+Lifecycle (`_lifespan`, run by aiohttp's startup/cleanup): open the database, create the
+default admin, start the pool manager and connect the stored pools; on shutdown close every
+WebSocket (their connections cancel and await their own tasks), stop the pools, stop push,
+close the database. Server-owned services of API namespaces (their `lifespan` hooks, see
+api/__init__.py) start after the pools and stop before them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+import api
+from server.auth import Authenticator
+from server.config import ServerConfig
+from server.db import Database, ServerRecord
+from server.dispatch import Dispatcher
+from server.http_rpc import handle_api_post
+from server.oneshot import OneShotUrls
+from server.push import PushHub
+from server.state import ServerState
+from server.websocket import handle_api_socket
+from xen.config import PoolConfig
+from xen.store import ObjectStore
+
+log = logging.getLogger("xo_migrate.app")
+
+STATE = web.AppKey("state", ServerState)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+
+
+def _pool_manager_class() -> Any:
+    """The pool layer (xen/pools.py); the API still runs (without pools) if it is absent."""
+    try:
+        from xen.pools import PoolManager
+    except ImportError:
+        return None
+    return PoolManager
+
+
+def record_to_pool_config(rec: ServerRecord) -> PoolConfig:
+    return PoolConfig(
+        id=rec.id,
+        url=rec.url,
+        username=rec.username,
+        password=rec.password,
+        password_env=rec.password_env,
+        label=rec.label,
+        allow_unauthorized=rec.allow_unauthorized,
+        ca_file=rec.ca_file,
+        enabled=rec.enabled,
+    )
+
+
+def build_state(config: ServerConfig, store: ObjectStore | None = None) -> ServerState:
+    db = Database(config.data_dir / "xo-migrate.db")
+    store = store if store is not None else ObjectStore()
+    return ServerState(
+        config=config,
+        store=store,
+        db=db,
+        auth=Authenticator(db, config.data_dir, config.auth),
+        push=PushHub(store, max_frames=config.push_max_frames, max_objects=config.push_max_objects),
+        registry=api.build_registry(),
+        oneshot=OneShotUrls(),
+    )
+
+
+def build_app(config: ServerConfig, store: ObjectStore | None = None) -> web.Application:
+    app = web.Application(client_max_size=config.max_message_size)
+    state = build_state(config, store)
+    app[STATE] = state
+    app[DISPATCHER] = Dispatcher(state)
+    app.router.add_get("/api/", handle_api_socket)
+    app.router.add_post("/api/", handle_api_post)
+    app.router.add_route("GET", "/api/{token}", state.oneshot.handle)
+    app.router.add_route("POST", "/api/{token}", state.oneshot.handle)
+    app.cleanup_ctx.append(_lifespan)
+    app.on_shutdown.append(_close_connections)
+    return app
+
+
+async def _lifespan(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    state.auth.ensure_default_admin()
+    _seed_config_pools(state)
+    manager_class = _pool_manager_class()
+    if manager_class is not None:
+        state.pools = manager_class(state.store)
+        await state.pools.start()
+        for rec in state.db.servers():
+            await state.pools.add(record_to_pool_config(rec))
+    else:
+        log.warning("event=pools_unavailable reason=xen.pools_missing")
+    try:
+        async with contextlib.AsyncExitStack() as services:
+            for hook in api.lifespans():
+                await services.enter_async_context(hook(state))
+            log.info(
+                "event=started pools=%d methods=%d", len(state.db.servers()), len(state.registry)
+            )
+            yield
+            # Sockets are closed by now (on_shutdown): no request can reach a stopped service.
+    finally:
+        if state.pools is not None:
+            await state.pools.aclose()
+        state.push.close()
+        state.db.close()
+        log.info("event=stopped")
+
+
+def _seed_config_pools(state: ServerState) -> None:
+    """Pools of the config file are stored like `server.add` ones. The file stays the source
+    of truth for their address and credentials; enabled/disabled is kept from the database."""
+    for cfg in state.config.pools:
+        rec = state.db.server(cfg.id)
+        if rec is None:
+            state.db.add_server(
+                ServerRecord(
+                    id=cfg.id,
+                    url=cfg.url,
+                    username=cfg.username,
+                    password=cfg.password,
+                    password_env=cfg.password_env,
+                    label=cfg.label,
+                    allow_unauthorized=cfg.allow_unauthorized,
+                    ca_file=cfg.ca_file,
+                    enabled=cfg.enabled,
+                )
+            )
+            continue
+        rec.url, rec.username = cfg.url, cfg.username
+        rec.password, rec.password_env = cfg.password, cfg.password_env
+        rec.label, rec.allow_unauthorized, rec.ca_file = (
+            cfg.label,
+            cfg.allow_unauthorized,
+            cfg.ca_file,
+        )
+        state.db.update_server(rec)
+
+
+async def _close_connections(app: web.Application) -> None:
+    conns = list(app[STATE].connections)
+    if conns:
+        await asyncio.gather(*(c.disconnect() for c in conns), return_exceptions=True)
+
+
+def ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    if not config.cert_file:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(config.cert_file, config.key_file)
+    return ctx

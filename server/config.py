@@ -1,0 +1,132 @@
+"""Server configuration: a TOML file (see config.example.toml, which documents every key)."""
+
+from __future__ import annotations
+
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from server.auth import AuthSettings
+from server.duration import parse_duration_ms
+from xen.config import PoolConfig
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    cert_file: str = ""  # PEM certificate (chain): serve https:// and wss://
+    key_file: str = ""
+    data_dir: Path = Path("data")
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    max_message_size: int = 16 * 1024 * 1024  # bytes, per WebSocket message / HTTP body
+    push_max_frames: int = 256  # shared frames queued per connection before coalescing
+    push_max_objects: int = 100_000  # coalesced objects per connection before disconnecting
+    pools: list[PoolConfig] = field(default_factory=list)
+
+
+_SECTIONS: dict[str, set[str]] = {
+    "": {"data_dir", "http", "authentication", "api", "pools"},
+    "http": {"host", "port", "cert", "key"},
+    "authentication": {"default_token_validity", "max_token_validity", "throttling_delay"},
+    "api": {"max_message_size", "push_queue_frames", "push_max_pending_objects"},
+    "pools": {
+        "id",
+        "label",
+        "url",
+        "username",
+        "password",
+        "password_env",
+        "allow_unauthorized",
+        "ca_file",
+        "enabled",
+    },
+}
+
+
+def _check_keys(section: str, table: dict[str, Any]) -> None:
+    unknown = set(table) - _SECTIONS[section]
+    if unknown:
+        where = f"[{section}]" if section else "top level"
+        raise ConfigError(f"unknown config key(s) {sorted(unknown)} in {where}")
+
+
+def pool_id_for(url: str) -> str:
+    """Config pools get a stable server id derived from their URL."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, url))
+
+
+def normalize_pool_url(host: str) -> str:
+    """xo-server's `host` may be `1.2.3.4`, `host:port` or a URL; we keep a URL ending in /."""
+    url = host if "://" in host else f"https://{host}"
+    return url if url.endswith("/") else url + "/"
+
+
+def parse_config(data: dict[str, Any], base_dir: Path) -> ServerConfig:
+    _check_keys("", data)
+    cfg = ServerConfig()
+    http = data.get("http", {})
+    _check_keys("http", http)
+    cfg.host = str(http.get("host", cfg.host))
+    cfg.port = int(http.get("port", cfg.port))
+    cfg.cert_file = str(http.get("cert", ""))
+    cfg.key_file = str(http.get("key", ""))
+    if bool(cfg.cert_file) != bool(cfg.key_file):
+        raise ConfigError("[http] cert and key must be given together")
+    data_dir = Path(data.get("data_dir", "data")).expanduser()
+    cfg.data_dir = data_dir if data_dir.is_absolute() else base_dir / data_dir
+    auth = data.get("authentication", {})
+    _check_keys("authentication", auth)
+    try:
+        cfg.auth = AuthSettings(
+            default_token_validity_ms=parse_duration_ms(
+                auth.get("default_token_validity", "30 days")
+            ),
+            max_token_validity_ms=parse_duration_ms(auth.get("max_token_validity", "0.5 year")),
+            throttling_delay_s=parse_duration_ms(auth.get("throttling_delay", "2 seconds")) / 1000,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"[authentication] {exc}") from None
+    api = data.get("api", {})
+    _check_keys("api", api)
+    cfg.max_message_size = int(api.get("max_message_size", cfg.max_message_size))
+    cfg.push_max_frames = int(api.get("push_queue_frames", cfg.push_max_frames))
+    cfg.push_max_objects = int(api.get("push_max_pending_objects", cfg.push_max_objects))
+    for entry in data.get("pools", []):
+        _check_keys("pools", entry)
+        if "url" not in entry or "username" not in entry:
+            raise ConfigError("each [[pools]] entry needs url and username")
+        url = normalize_pool_url(str(entry["url"]))
+        cfg.pools.append(
+            PoolConfig(
+                id=str(entry.get("id") or pool_id_for(url)),
+                url=url,
+                username=str(entry["username"]),
+                password=str(entry.get("password", "")),
+                password_env=str(entry.get("password_env", "")),
+                label=str(entry.get("label", "")),
+                allow_unauthorized=bool(entry.get("allow_unauthorized", False)),
+                ca_file=str(entry.get("ca_file", "")),
+                enabled=bool(entry.get("enabled", True)),
+            )
+        )
+    return cfg
+
+
+def load_config(path: str | Path) -> ServerConfig:
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    return parse_config(data, path.resolve().parent)

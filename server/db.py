@@ -1,0 +1,280 @@
+"""SQLite persistence: users, authentication tokens, pools ("servers").
+
+One file, `<data dir>/xo-migrate.db`, WAL mode. Statements are small and indexed, so they run on
+the event loop thread (sub-millisecond); the expensive part of a sign-in, password hashing,
+runs in a worker thread (server/auth.py).
+
+Tokens are stored only as their SHA-256 (`hash`), never in clear.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    email TEXT NOT NULL UNIQUE,
+    pw_hash TEXT NOT NULL,
+    permission TEXT NOT NULL DEFAULT 'none',
+    groups TEXT NOT NULL DEFAULT '[]',
+    preferences TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at REAL NOT NULL,
+    expiration REAL NOT NULL,
+    description TEXT,
+    client_id TEXT,
+    client_salt TEXT,
+    last_uses TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS tokens_user ON tokens(user_id);
+CREATE TABLE IF NOT EXISTS servers (
+    id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    username TEXT NOT NULL,
+    password TEXT NOT NULL,
+    password_env TEXT NOT NULL DEFAULT '',
+    label TEXT NOT NULL DEFAULT '',
+    allow_unauthorized INTEGER NOT NULL DEFAULT 0,
+    ca_file TEXT NOT NULL DEFAULT '',
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(slots=True)
+class User:
+    id: str
+    email: str
+    pw_hash: str
+    permission: str = "none"
+    groups: list[str] = field(default_factory=list)
+    preferences: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.permission == "admin"
+
+    def public(self) -> dict[str, Any]:
+        """xo-server's getUserPublicProperties, same key order."""
+        return {
+            "id": self.id,
+            "email": self.email,
+            "groups": self.groups,
+            "permission": self.permission,
+            "preferences": self.preferences,
+        }
+
+
+@dataclass(slots=True)
+class TokenRecord:
+    hash: str
+    user_id: str
+    created_at: float  # seconds since the epoch
+    expiration: float
+    description: str | None
+    client_id: str | None
+    client_salt: str | None
+    last_uses: dict[str, Any]
+
+    def expired(self, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) >= self.expiration
+
+    def public(self) -> dict[str, Any]:
+        """The record as token.delete patterns see it (never the token itself)."""
+        out: dict[str, Any] = {
+            "user_id": self.user_id,
+            "created_at": int(self.created_at * 1000),
+            "expiration": int(self.expiration * 1000),
+            "description": self.description,
+            "last_uses": self.last_uses,
+        }
+        if self.client_id is not None:
+            out["client"] = {"id": self.client_id}
+        return out
+
+
+@dataclass(slots=True)
+class ServerRecord:
+    id: str
+    url: str
+    username: str
+    password: str
+    password_env: str = ""
+    label: str = ""
+    allow_unauthorized: bool = False
+    ca_file: str = ""
+    enabled: bool = True
+    created_at: float = 0.0
+
+
+class Database:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- users -------------------------------------------------------------------------------
+
+    def count_users(self) -> int:
+        return self._db.execute("SELECT count(*) FROM users").fetchone()[0]
+
+    def add_user(self, user: User) -> None:
+        self._db.execute(
+            "INSERT INTO users (id, email, pw_hash, permission, groups, preferences)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                user.id,
+                user.email,
+                user.pw_hash,
+                user.permission,
+                json.dumps(user.groups),
+                json.dumps(user.preferences),
+            ),
+        )
+
+    def user_by_email(self, email: str) -> User | None:
+        row = self._db.execute("SELECT * FROM users WHERE email = ?", (email,)).fetchone()
+        return self._user(row)
+
+    def user_by_id(self, user_id: str) -> User | None:
+        row = self._db.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
+        return self._user(row)
+
+    @staticmethod
+    def _user(row: tuple[Any, ...] | None) -> User | None:
+        if row is None:
+            return None
+        uid, email, pw_hash, permission, groups, prefs = row
+        return User(uid, email, pw_hash, permission, json.loads(groups), json.loads(prefs))
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    def add_token(self, rec: TokenRecord) -> None:
+        self._db.execute(
+            "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                rec.hash,
+                rec.user_id,
+                rec.created_at,
+                rec.expiration,
+                rec.description,
+                rec.client_id,
+                rec.client_salt,
+                json.dumps(rec.last_uses),
+            ),
+        )
+
+    def token(self, token_hash: str) -> TokenRecord | None:
+        row = self._db.execute("SELECT * FROM tokens WHERE hash = ?", (token_hash,)).fetchone()
+        return None if row is None else self._token(row)
+
+    def tokens_of(self, user_id: str | None = None) -> list[TokenRecord]:
+        if user_id is None:
+            rows = self._db.execute("SELECT * FROM tokens").fetchall()
+        else:
+            rows = self._db.execute("SELECT * FROM tokens WHERE user_id = ?", (user_id,)).fetchall()
+        return [self._token(r) for r in rows]
+
+    def client_token(self, user_id: str, client_id: str) -> TokenRecord | None:
+        row = self._db.execute(
+            "SELECT * FROM tokens WHERE user_id = ? AND client_id = ? ORDER BY expiration DESC",
+            (user_id, client_id),
+        ).fetchone()
+        return None if row is None else self._token(row)
+
+    def refresh_token(self, token_hash: str, expiration: float, description: str | None) -> None:
+        self._db.execute(
+            "UPDATE tokens SET expiration = ?, description = ? WHERE hash = ?",
+            (expiration, description, token_hash),
+        )
+
+    def touch_token(self, token_hash: str, last_uses: dict[str, Any]) -> None:
+        self._db.execute(
+            "UPDATE tokens SET last_uses = ? WHERE hash = ?", (json.dumps(last_uses), token_hash)
+        )
+
+    def delete_tokens(self, hashes: list[str]) -> int:
+        with self._db:  # one transaction
+            count = 0
+            for h in hashes:
+                count += self._db.execute("DELETE FROM tokens WHERE hash = ?", (h,)).rowcount
+        return count
+
+    def delete_expired_tokens(self, now: float) -> int:
+        return self._db.execute("DELETE FROM tokens WHERE expiration <= ?", (now,)).rowcount
+
+    @staticmethod
+    def _token(row: tuple[Any, ...]) -> TokenRecord:
+        h, uid, created, exp, desc, client_id, salt, last_uses = row
+        return TokenRecord(h, uid, created, exp, desc, client_id, salt, json.loads(last_uses))
+
+    # -- servers (pools) ---------------------------------------------------------------------
+
+    def servers(self) -> list[ServerRecord]:
+        rows = self._db.execute("SELECT * FROM servers ORDER BY created_at").fetchall()
+        return [self._server(r) for r in rows]
+
+    def server(self, server_id: str) -> ServerRecord | None:
+        row = self._db.execute("SELECT * FROM servers WHERE id = ?", (server_id,)).fetchone()
+        return None if row is None else self._server(row)
+
+    def add_server(self, rec: ServerRecord) -> None:
+        self._db.execute(
+            "INSERT INTO servers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                rec.id,
+                rec.url,
+                rec.username,
+                rec.password,
+                rec.password_env,
+                rec.label,
+                int(rec.allow_unauthorized),
+                rec.ca_file,
+                int(rec.enabled),
+                rec.created_at or time.time(),
+            ),
+        )
+
+    def update_server(self, rec: ServerRecord) -> None:
+        self._db.execute(
+            "UPDATE servers SET url = ?, username = ?, password = ?, password_env = ?, label = ?,"
+            " allow_unauthorized = ?, ca_file = ?, enabled = ? WHERE id = ?",
+            (
+                rec.url,
+                rec.username,
+                rec.password,
+                rec.password_env,
+                rec.label,
+                int(rec.allow_unauthorized),
+                rec.ca_file,
+                int(rec.enabled),
+                rec.id,
+            ),
+        )
+
+    def remove_server(self, server_id: str) -> bool:
+        return self._db.execute("DELETE FROM servers WHERE id = ?", (server_id,)).rowcount > 0
+
+    @staticmethod
+    def _server(row: tuple[Any, ...]) -> ServerRecord:
+        sid, url, username, password, pw_env, label, unauth, ca, enabled, created = row
+        return ServerRecord(
+            sid, url, username, password, pw_env, label, bool(unauth), ca, bool(enabled), created
+        )

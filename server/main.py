@@ -1,0 +1,95 @@
+"""`xo-migrate serve`: run the API server until Ctrl-C (or SIGTERM), then shut down cleanly.
+
+With `--config FILE` the file says where to listen and which pools to connect. Without it the
+embedded simulated lab is started in-process (the XAPI simulator on its default port) and the
+server connects to its pools: that is `make demo`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from server.app import build_app, ssl_context
+from server.config import ConfigError, ServerConfig, load_config, pool_id_for
+from xen.config import PoolConfig
+
+log = logging.getLogger("xo_migrate.main")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load_config(args.config) if args.config else ServerConfig(data_dir=Path("data"))
+    except ConfigError as exc:
+        print(f"xo-migrate: {exc}", file=sys.stderr)
+        return 2
+    if args.host:
+        config.host = args.host
+    if args.port is not None:
+        config.port = args.port
+    try:
+        asyncio.run(serve(config, embedded_lab=not args.config))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def serve(config: ServerConfig, *, embedded_lab: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with contextlib.AsyncExitStack() as stack:
+        if embedded_lab:
+            config.pools = await _start_embedded_lab(stack)
+        app = build_app(config)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context(config))
+        await site.start()
+        scheme = "https" if config.cert_file else "http"
+        url = f"{scheme}://{config.host}:{config.port}"
+        log.info("event=listening url=%s data_dir=%s", url, config.data_dir)
+        print(f"xo-migrate is listening on {url} (WebSocket {url.replace('http', 'ws', 1)}/api/)")
+        print(f"connect with: xo-cli register {url} admin@admin.net admin", flush=True)
+        await stop.wait()
+        log.info("event=shutting_down")
+
+
+async def _start_embedded_lab(stack: contextlib.AsyncExitStack) -> list[PoolConfig]:
+    from xen.sim import Simulator, load_lab
+    from xen.sim.main import DEFAULT_PORT
+
+    sim: Any = Simulator(load_lab(), port=DEFAULT_PORT)
+    await sim.start()
+    stack.push_async_callback(sim.stop)
+    pools = []
+    for pool in sim.manifest()["pools"]:
+        url = pool["master"]
+        pools.append(
+            PoolConfig(
+                id=pool_id_for(f"embedded-lab:{pool['name']}"),  # lab uuids change per run
+                url=url,
+                username=pool["username"],
+                password=pool["password"],
+                label=pool["name"],
+                allow_unauthorized=True,
+            )
+        )
+    log.info("event=embedded_lab pools=%s", ",".join(p.label for p in pools))
+    return pools

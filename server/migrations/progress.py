@@ -1,0 +1,125 @@
+"""Monotonic migration progress with a byte count, a rate and an ETA, from XAPI's progress.
+
+XAPI's task progress is advisory and goes backwards: `VM.migrate_send` climbs to ~1.0 over the
+disk phase, then restarts near 0 for the memory phase (xapi.md 6.1). We translate it into
+bytes: disks move their *allocated* bytes, memory its dynamic-min bytes, so the overall
+fraction is bytes done / bytes total and never decreases. It only reaches 1.0 when the
+migration has succeeded (`finish`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# XAPI's memory phase tops out at 10/11 (VM_save weight 10, VM_rename 1) before 1.0.
+MEMORY_PHASE_END = 10 / 11
+# A drop this large in XAPI's progress during storage motion means the memory phase began.
+PHASE_RESTART_DROP = 0.3
+RUNNING_CAP = 0.99
+RATE_WINDOW = 8  # samples used to measure the current rate
+
+
+@dataclass(slots=True)
+class ProgressView:
+    phase: str  # preflight | disks | memory | finishing | done
+    progress: float
+    bytes_done: int
+    bytes_total: int
+    rate: float | None  # bytes per second
+    eta: float | None  # seconds
+
+
+class ProgressTracker:
+    def __init__(
+        self,
+        *,
+        storage_motion: bool,
+        disk_bytes: int,
+        memory_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.storage_motion = storage_motion
+        self.disk_total = disk_bytes if storage_motion else 0
+        self.memory_total = max(memory_bytes, 1)
+        self._clock = clock
+        self.phase = "preflight"
+        self._disk_done = 0.0
+        self._memory_done = 0.0
+        self._max_xapi = 0.0
+        self._progress = 0.0
+        self._samples: deque[tuple[float, float]] = deque(maxlen=RATE_WINDOW)
+
+    @property
+    def bytes_total(self) -> int:
+        return self.disk_total + self.memory_total
+
+    @property
+    def bytes_done(self) -> int:
+        return round(self._disk_done + self._memory_done)
+
+    def start_transfer(self) -> None:
+        """The XAPI migration call started: the first phase is disks or memory."""
+        self.phase = "disks" if self.storage_motion and self.disk_total else "memory"
+        self._max_xapi = 0.0
+        self._samples.clear()
+        self._sample()
+
+    def observe(self, xapi_progress: float) -> None:
+        p = min(1.0, max(0.0, xapi_progress))
+        if self.phase == "preflight":
+            self.start_transfer()
+        if self.phase == "disks":
+            if self._max_xapi - p >= PHASE_RESTART_DROP:
+                self._disk_done = float(self.disk_total)
+                self.phase = "memory"
+                self._max_xapi = 0.0
+            else:
+                self._max_xapi = max(self._max_xapi, p)
+                self._disk_done = max(self._disk_done, p * self.disk_total)
+                self._sample()
+                return
+        if self.phase in ("memory", "finishing"):
+            fraction = min(1.0, p / MEMORY_PHASE_END)
+            self._memory_done = max(self._memory_done, fraction * self.memory_total)
+            if fraction >= 1.0:
+                self.phase = "finishing"
+            self._max_xapi = max(self._max_xapi, p)
+        self._sample()
+
+    def finish(self) -> None:
+        self._disk_done = float(self.disk_total)
+        self._memory_done = float(self.memory_total)
+        self.phase = "done"
+        self._progress = 1.0
+
+    def _sample(self) -> None:
+        self._samples.append((self._clock(), self._disk_done + self._memory_done))
+        fraction = (self._disk_done + self._memory_done) / self.bytes_total
+        self._progress = max(self._progress, min(RUNNING_CAP, fraction))
+
+    def rate(self) -> float | None:
+        if len(self._samples) < 2:
+            return None
+        (t0, b0), (t1, b1) = self._samples[0], self._samples[-1]
+        if t1 <= t0 or b1 <= b0:
+            return None
+        return (b1 - b0) / (t1 - t0)
+
+    def view(self) -> ProgressView:
+        rate = self.rate()
+        eta: float | None = None
+        if self.phase == "done":
+            eta = 0.0
+        elif rate:
+            eta = max(0.0, (self.bytes_total - self.bytes_done) / rate)
+        return ProgressView(
+            phase=self.phase,
+            progress=round(self._progress, 4) if self.phase != "done" else 1.0,
+            bytes_done=self.bytes_done,
+            bytes_total=self.bytes_total,
+            rate=rate,
+            eta=None if eta is None else round(eta, 1),
+        )

@@ -1,0 +1,88 @@
+"""Fixtures: the server in-process on an ephemeral loopback port, with a temporary data dir."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from server.app import STATE, build_app
+from server.auth import AuthSettings
+from server.config import ServerConfig
+from server.state import ServerState
+from tests.server.xo_client import XoClient
+
+
+@dataclass
+class RunningServer:
+    app: web.Application
+    port: int
+    scheme: str = "http"
+
+    @property
+    def state(self) -> ServerState:
+        return self.app[STATE]
+
+    @property
+    def base(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"{'wss' if self.scheme == 'https' else 'ws'}://127.0.0.1:{self.port}/api/"
+
+
+def make_config(data_dir: Path, **overrides: Any) -> ServerConfig:
+    cfg = ServerConfig(
+        host="127.0.0.1",
+        port=0,
+        data_dir=data_dir,
+        auth=AuthSettings(throttling_delay_s=0.3),
+    )
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+@contextlib.asynccontextmanager
+async def running_server(
+    config: ServerConfig, ssl_context: Any = None
+) -> AsyncIterator[RunningServer]:
+    app = build_app(config)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+        await site.start()
+        port = runner.addresses[0][1]
+        yield RunningServer(app, port, "https" if ssl_context else "http")
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    async with running_server(make_config(tmp_path)) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def connect(server: RunningServer) -> AsyncIterator[Callable[..., Any]]:
+    """Open xo-lib-like clients to the `server` fixture; all closed at teardown."""
+    clients: list[XoClient] = []
+
+    async def open_client(signed_in: bool = False) -> XoClient:
+        client = await XoClient.connect(server.ws_url)
+        clients.append(client)
+        if signed_in:
+            await client.sign_in()
+        return client
+
+    yield open_client
+    for client in clients:
+        await client.close()

@@ -1,0 +1,99 @@
+"""The config file, and `xo-migrate serve` as a process (start, answer, Ctrl-C)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from server.config import ConfigError, load_config, parse_config
+from tests.server.xo_client import XoClient
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_example_config_parses_to_the_defaults() -> None:
+    cfg = load_config(ROOT / "config.example.toml")
+    assert (cfg.host, cfg.port) == ("127.0.0.1", 8080)
+    assert cfg.data_dir == ROOT / "data"
+    assert cfg.auth.default_token_validity_ms == 30 * 86400e3
+    assert cfg.auth.throttling_delay_s == 2.0
+    assert cfg.pools == []
+
+
+def test_pools_and_strictness(tmp_path: Path) -> None:
+    text = """
+data_dir = "/var/lib/xo"
+[http]
+port = 9000
+[[pools]]
+label = "A"
+url = "10.0.0.1"
+username = "root"
+password_env = "A_PW"
+allow_unauthorized = true
+"""
+    cfg = parse_config(tomllib.loads(text), tmp_path)
+    (pool,) = cfg.pools
+    assert (
+        pool.url == "https://10.0.0.1/" and pool.password_env == "A_PW" and pool.allow_unauthorized
+    )
+    assert parse_config(tomllib.loads(text), tmp_path).pools[0].id == pool.id  # stable id
+    with pytest.raises(ConfigError, match="unknown config key"):
+        parse_config({"http": {"prot": 1}}, tmp_path)
+    with pytest.raises(ConfigError):
+        parse_config({"pools": [{"url": "x"}]}, tmp_path)
+    with pytest.raises(ConfigError):
+        parse_config({"authentication": {"throttling_delay": "soon"}}, tmp_path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.timeout(60)
+async def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    port = _free_port()
+    config = tmp_path / "xo.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n[http]\nport = {port}\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server.cli",
+        "serve",
+        "--config",
+        str(config),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        line = b""
+        while b"xo-cli register" not in line:
+            line = await asyncio.wait_for(proc.stdout.readline(), 20)  # type: ignore[union-attr]
+            assert line, "server exited early"
+        assert f"xo-cli register http://127.0.0.1:{port} admin@admin.net admin".encode() in line
+        client = await XoClient.connect(f"ws://127.0.0.1:{port}/api/")
+        assert (await client.sign_in())["email"] == "admin@admin.net"
+        token = await client.call("token.create")
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        await asyncio.wait_for(client.closed.wait(), 5)  # the socket was closed by the server
+        await client.close()
+        stderr = (await proc.stderr.read()).decode()  # type: ignore[union-attr]
+        assert "Traceback" not in stderr
+        assert "event=stopped" in stderr
+        assert token not in stderr and "admin@admin.net admin" not in stderr
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

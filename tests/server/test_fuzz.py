@@ -1,0 +1,290 @@
+"""Fuzzing the WebSocket framing: garbage, wrong types, odd ids, unknown methods, deep nesting,
+huge and binary frames. The server must answer per the contract or stay silent, never crash,
+and other connections must not notice.
+
+Hypothesis drives a synchronous test, so the server runs in its own thread and event loop for
+the whole module; each example opens a fresh client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.server.conftest import RunningServer, make_config, running_server
+from tests.server.xo_client import XoClient
+
+METHODS = [
+    "system.getVersion",
+    "system.getMethodsInfo",
+    "system.methodSignature",
+    "session.signIn",
+    "session.getUser",
+    "xo.getAllObjects",
+    "token.create",
+    "server.add",
+    "nope",
+    "",
+    "system.",
+]
+
+
+class ServerThread:
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self.port = 0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        assert self._ready.wait(20), "server thread did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(20)
+
+    def _main(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            async with running_server(make_config(self._data_dir)) as srv:
+                self.server: RunningServer = srv
+                self.port = srv.port
+                self._ready.set()
+                await self._stop.wait()
+        except BaseException as exc:  # reported by the tests
+            self.error = exc
+            self._ready.set()
+
+
+@pytest.fixture(scope="module")
+def threaded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    with ServerThread(tmp_path_factory.mktemp("fuzz")) as srv:
+        yield srv
+
+
+def _valid_id(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        return True
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def expects_reply(frame: str | bytes) -> Any:
+    """Independent oracle (xo-server-api.md 1.2): the id a reply must carry, or a sentinel."""
+    try:
+        msg = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return NO_REPLY
+    if not isinstance(msg, dict) or not isinstance(msg.get("method"), str):
+        return NO_REPLY
+    if "jsonrpc" in msg and msg["jsonrpc"] != "2.0":
+        return NO_REPLY
+    if "params" in msg and not isinstance(msg["params"], dict | list):
+        return NO_REPLY
+    if "id" not in msg or not _valid_id(msg["id"]):
+        return NO_REPLY
+    return msg["id"]
+
+
+NO_REPLY = object()
+
+
+async def exchange(port: int, frames: list[str | bytes]) -> None:
+    url = f"ws://127.0.0.1:{port}/api/"
+    bystander = await XoClient.connect(url)
+    client = await XoClient.connect(url)
+    try:
+        expected = [expects_reply(f) for f in frames]
+        for frame in frames:
+            if isinstance(frame, bytes):
+                await client.ws.send_bytes(frame)
+            else:
+                await client.ws.send_str(frame)
+        sentinel = await client.request("system.getVersion", req_id="sentinel")
+        assert sentinel["result"] == "0.1"
+        replies = [e for e in expected if e is not NO_REPLY]
+        # Async methods (signIn) may answer after the sentinel: wait for the count.
+        for _ in range(200):
+            if len(client.frames) >= len(replies) + 1:
+                break
+            await asyncio.sleep(0.01)
+        got = [orjson.loads(f) for f in client.frames if orjson.loads(f).get("id") != "sentinel"]
+        assert len(got) == len(replies), (frames, client.frames)
+        for message in got:
+            assert message["jsonrpc"] == "2.0"
+            if "error" in message:
+                assert list(message) == ["error", "id", "jsonrpc"]
+                assert type(message["error"]["code"]) is int
+                assert type(message["error"]["message"]) is str
+            else:
+                assert list(message) == ["id", "jsonrpc", "result"]
+        assert sorted(map(repr, (m["id"] for m in got))) == sorted(map(repr, replies))
+        # The other connection never noticed.
+        assert await bystander.call("system.getVersion") == "0.1"
+    finally:
+        await client.close()
+        await bystander.close()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+ids = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=10),
+    st.none(),
+    st.booleans(),
+    st.just(-9007199254740991),
+    st.lists(st.integers(), max_size=2),
+)
+requests = st.fixed_dictionaries(
+    {"method": st.one_of(st.sampled_from(METHODS), st.text(max_size=15), json_values)},
+    optional={
+        "id": ids,
+        "jsonrpc": st.sampled_from(["2.0", "1.0", 2.0, None, ""]),
+        "params": st.one_of(
+            json_values,
+            st.dictionaries(
+                st.sampled_from(["email", "password", "token", "filter", "limit", "method", "x"]),
+                json_values,
+                max_size=3,
+            ),
+        ),
+    },
+)
+
+
+def encode(message: Any) -> str:
+    # The stdlib lets through what orjson refuses (NaN, huge ints): the server must cope.
+    return json.dumps(message)
+
+
+fuzz_settings = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.mark.timeout(120)
+@fuzz_settings
+@given(frames=st.lists(requests.map(encode), min_size=1, max_size=4))
+def test_fuzzed_requests(threaded_server: ServerThread, frames: list[str]) -> None:
+    asyncio.run(exchange(threaded_server.port, frames))
+    assert threaded_server.error is None
+
+
+@pytest.mark.timeout(120)
+@fuzz_settings
+@given(
+    frames=st.lists(
+        st.one_of(
+            st.text(max_size=50),
+            st.binary(max_size=50),
+            json_values.map(encode),
+            json_values.map(lambda v: encode(v).encode()),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_fuzzed_garbage(threaded_server: ServerThread, frames: list[str | bytes]) -> None:
+    asyncio.run(exchange(threaded_server.port, frames))
+    assert threaded_server.error is None
+
+
+@pytest.mark.timeout(60)
+def test_pathological_frames(threaded_server: ServerThread) -> None:
+    deep = (
+        '{"id":1,"jsonrpc":"2.0","method":"system.getVersion","params":'
+        + "[" * 5000
+        + "]" * 5000
+        + "}"
+    )
+    deep_ok = (
+        '{"id":2,"jsonrpc":"2.0","method":"xo.getAllObjects","params":{"filter":'
+        + '{"a":' * 200
+        + "1"
+        + "}" * 200
+        + "}}"
+    )
+    big_params = orjson.dumps(
+        {
+            "id": 3,
+            "jsonrpc": "2.0",
+            "method": "system.methodSignature",
+            "params": {"method": "m" * (10 * 1024 * 1024)},
+        }
+    ).decode()
+    big_garbage = "x" * (10 * 1024 * 1024)
+    frames: list[str | bytes] = [
+        deep,
+        deep_ok,
+        big_params,
+        big_garbage,
+        '{"id":1e400,"jsonrpc":"2.0","method":"system.getVersion"}',
+        '{"id":123456789012345678901234567890,"jsonrpc":"2.0","method":"system.getVersion"}',
+        '{"id":0.5,"jsonrpc":"2.0","method":"system.getVersion"}',
+        '{"id":-0.0,"jsonrpc":"2.0","method":"system.getVersion"}',
+        b"\x00\x01\x02",
+        '{"id":"\\ud800","jsonrpc":"2.0","method":"system.getVersion"}',
+    ]
+    asyncio.run(exchange(threaded_server.port, frames))
+    assert threaded_server.error is None
+
+
+@pytest.mark.timeout(60)
+def test_a_frame_over_the_size_limit_closes_only_that_connection(
+    threaded_server: ServerThread,
+) -> None:
+    async def scenario() -> None:
+        url = f"ws://127.0.0.1:{threaded_server.port}/api/"
+        bystander = await XoClient.connect(url)
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(url)
+            with contextlib.suppress(ConnectionError):  # the server may hang up mid-send
+                await ws.send_str("y" * (17 * 1024 * 1024))
+            msg = await ws.receive(timeout=10)
+            assert msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.ERROR,
+            )
+            # 1009 when the close frame makes it back, 1006 when the hang-up wins the race.
+            assert ws.close_code in (
+                aiohttp.WSCloseCode.MESSAGE_TOO_BIG,
+                aiohttp.WSCloseCode.ABNORMAL_CLOSURE,
+            )
+        assert await bystander.call("system.getVersion") == "0.1"
+        await bystander.close()
+
+    asyncio.run(scenario())
