@@ -1,0 +1,190 @@
+"""One simulated pool: its database, sessions, task runner, faults, counters and test hooks.
+
+`SimPool` implements `registry.PoolLike` for behaviours, and the control hooks client tests
+use (failover, reachability, session expiry, host offline, call counters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+from xen.sim.build import PoolBuilder
+from xen.sim.db import Database, XapiFailure
+from xen.sim.dispatch import Dispatcher, MethodTable
+from xen.sim.lab import Lab, PoolSpec
+from xen.sim.registry import Fault, Timing
+from xen.sim.sessions import SessionStore
+from xen.sim.tasks import COMPLETED_TASK_TIMEOUT_S, TaskRunner
+
+if TYPE_CHECKING:
+    from xen.sim.simulator import Simulator
+
+log = logging.getLogger(__name__)
+
+
+class SimPool:
+    def __init__(
+        self, sim: Simulator, lab: Lab, spec: PoolSpec, timing: Timing, table: MethodTable
+    ) -> None:
+        self.sim = sim
+        self.spec = spec
+        self.name = spec.name
+        self.timing = timing
+        self.event_batch_delay_s = lab.event_batch_delay_s
+        self.faults: list[Fault] = [f for f in lab.faults if f.pool in ("", spec.name)]
+        builder = PoolBuilder(lab, spec, Database(schema=table.schema))
+        self.db: Database = builder.build()
+        self.ref = builder.pool_ref
+        self.uuid: str = self.db.get("pool", self.ref)["uuid"]
+        self.hosts: dict[str, str] = dict(builder.hosts)  # name -> ref
+        self.sessions = SessionStore(self)
+        self.tasks = TaskRunner(self)
+        self.dispatcher = Dispatcher(self, table)
+        self.calls: Counter[str] = Counter()
+        self.closing = False
+        self.reachable = True
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- PoolLike -----------------------------------------------------------------------
+
+    @property
+    def master_ref(self) -> str:
+        return self.db.get("pool", self.ref)["master"]
+
+    def host_address(self, host_ref: str) -> str:
+        return self.db.get("host", host_ref)["address"]
+
+    def base_url(self, address: str) -> str:
+        return f"http://{address}:{self.sim.port}"
+
+    @property
+    def master_url(self) -> str:
+        return self.base_url(self.host_address(self.master_ref)) + "/"
+
+    def create_session(self, username: str) -> str:
+        return self.sessions.create(username or self.spec.username)
+
+    def session_valid(self, session_ref: str) -> bool:
+        return self.sessions.valid(session_ref)
+
+    def find_fault(self, kind: str, **match: str) -> Fault | None:
+        """The first fault of `kind` whose fields equal `match` (empty fields match all)."""
+        for fault in self.faults:
+            if fault.kind != kind:
+                continue
+            if all(getattr(fault, k, "") in ("", v) for k, v in match.items()):
+                return fault
+        return None
+
+    # -- addresses ----------------------------------------------------------------------
+
+    def host_ref(self, name: str) -> str:
+        try:
+            return self.hosts[name]
+        except KeyError:
+            for ref, rec in self.db.table("host").items():
+                if name in (rec["uuid"], rec["address"]):
+                    return ref
+            raise KeyError(f"no host {name!r} in {self.name}") from None
+
+    def host_addresses(self) -> dict[str, str]:
+        """Management address -> host ref."""
+        return {rec["address"]: ref for ref, rec in self.db.table("host").items()}
+
+    def all_ips(self) -> set[str]:
+        """Every address of the pool's hosts: management and any PIF IP (migration net)."""
+        ips = set(self.host_addresses())
+        for rec in self.db.table("PIF").values():
+            if rec["IP"]:
+                ips.add(rec["IP"])
+        return ips
+
+    # -- counters -----------------------------------------------------------------------
+
+    def count(self, method: str) -> None:
+        self.calls[method] += 1
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.calls)
+
+    def reset_stats(self) -> None:
+        self.calls.clear()
+
+    # -- test / fault hooks ---------------------------------------------------------------
+
+    def failover(self, new_master_name: str) -> None:
+        """`new_master_name` becomes master; the old one answers HOST_IS_SLAVE [new address]."""
+        new = self.host_ref(new_master_name)
+        self.db.update("pool", self.ref, master=new)
+        log.info("failover pool=%s new_master=%s", self.name, new_master_name)
+
+    def set_reachable(self, reachable: bool) -> None:
+        """False: every host of the pool refuses connections (and drops open ones)."""
+        self.reachable = reachable
+        for address in self.host_addresses():
+            host = self.host_addresses()[address]
+            online = self.db.get("host_metrics", self.db.get("host", host)["metrics"])["live"]
+            self.sim.set_listening(address, reachable and online)
+
+    def expire_sessions(self) -> None:
+        """Every existing session becomes SESSION_INVALID."""
+        self.sessions.expire_all()
+
+    def set_host_offline(self, name: str, offline: bool = True) -> None:
+        """The host goes dead (host_metrics.live = false, connections refused) or comes back."""
+        ref = self.host_ref(name)
+        metrics = self.db.get("host", ref)["metrics"]
+        self.db.update("host_metrics", metrics, live=not offline)
+        self.sim.set_listening(self.host_address(ref), self.reachable and not offline)
+
+    def set_host_enabled(self, name: str, enabled: bool) -> None:
+        self.db.update("host", self.host_ref(name), enabled=enabled)
+
+    def add_fault(self, fault: Fault) -> None:
+        self.faults.append(fault)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.closing = False
+        self._spawn(self._gc_loop())
+        for fault in self.faults:
+            if fault.kind in ("host_offline", "host_disabled", "master_failover"):
+                self._spawn(self._timed_fault(fault))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _gc_loop(self) -> None:
+        while True:
+            # Often enough that a scaled-down 65 min expiry is noticed promptly.
+            ttl = COMPLETED_TASK_TIMEOUT_S * self.timing.time_scale
+            await asyncio.sleep(max(0.05, min(0.25, ttl / 4)))
+            self.tasks.gc()
+
+    async def _timed_fault(self, fault: Fault) -> None:
+        await asyncio.sleep(fault.at_s * self.timing.time_scale)
+        try:
+            if fault.kind == "host_offline":
+                self.set_host_offline(fault.host, True)
+            elif fault.kind == "host_disabled":
+                self.set_host_enabled(fault.host, False)
+            elif fault.kind == "master_failover":
+                self.failover(fault.host)
+        except (KeyError, XapiFailure):
+            log.warning("fault_skipped pool=%s kind=%s host=%s", self.name, fault.kind, fault.host)
+
+    async def stop(self) -> None:
+        self.closing = True
+        self.db.wake_waiters()  # long-polls return now
+        background = list(self._background)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await self.tasks.stop()
