@@ -1,0 +1,313 @@
+"""One pool's share of the ObjectStore, fed by `event.from` batches (xapi.md 4.2).
+
+The cache keeps, per pool, only what conversion needs beyond the published objects: ref -> id
+and class maps, raw records of side classes (host_metrics ...), and the raw record of any
+object whose conversion is incomplete (a link to a ref not seen yet) or depends on another
+object (an SR's `$container` reads its PBD), so that it can be converted again when the
+missing or depended-on object arrives or changes. Everything else lives in the store only.
+
+A full batch (the answer to `event.from` with token "") replaces the pool's contents: refs
+not in it are removed, unchanged objects are not re-announced. Incremental batches apply
+add/mod/del per object. Deletions only remove store objects this pool published (a VM that
+moved to another pool keeps its uuid and may already have been re-published by that pool).
+
+Task watchers (for `call_async`) are resolved here, from the same events, so waiting for a
+task costs no XAPI call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from xen.store import ObjectStore, XoObject
+from xen.wire import NULL_REF
+from xen.xo_shape import SIDE_CLASSES, canonical_class, to_xo
+
+log = logging.getLogger("xo_migrate.xen.cache")
+
+TERMINAL_TASK_STATUSES = frozenset({"success", "failure", "cancelled"})
+
+# Conversions done between two yields to the event loop during a big batch.
+_CHUNK = 500
+
+
+@dataclass(eq=False, slots=True)
+class TaskWatch:
+    """Resolved with the task's final XO object, or None when the task vanished unseen
+    (deleted, or never seen by a poll that started after the watch was registered)."""
+
+    ref: str
+    registered_at_poll: int
+    future: asyncio.Future[XoObject | None] = field(repr=False)
+    seen: bool = False
+
+
+class _Conversion:
+    """The Linker handed to `to_xo` for one object: records misses and reads."""
+
+    __slots__ = ("_cache", "missing", "pool_id", "reads")
+
+    def __init__(self, cache: PoolCache) -> None:
+        self._cache = cache
+        self.pool_id = cache.pool_id or ""
+        self.missing: list[str] = []
+        self.reads: list[str] = []
+
+    def id_of(self, ref: str, target: str | None = None) -> str | None:
+        if ref == NULL_REF or not ref:
+            return None
+        obj_id = self._cache._ids.get(ref)
+        if obj_id is None and (target is None or self._cache.follows(target)):
+            # Worth converting again when it arrives; refs to classes the stream does not
+            # carry (VM_metrics, consoles ...) never will.
+            self.missing.append(ref)
+        return obj_id
+
+    def read(self, ref: str) -> XoObject | None:
+        if ref == NULL_REF or not ref:
+            return None
+        self.reads.append(ref)
+        side = self._cache._side.get(ref)
+        if side is not None:
+            return side
+        return self._cache.published(ref)
+
+
+class PoolCache:
+    def __init__(
+        self, store: ObjectStore, label: str = "", classes: tuple[str, ...] = ("*",)
+    ) -> None:
+        self.store = store
+        self.label = label
+        self._followed = None if "*" in classes else {c.lower() for c in classes}
+        self.pool_id: str | None = None
+        self.synced = False  # a full batch has been applied
+        self.polls_started = 0  # event.from calls started (by the connection)
+        self._ids: dict[str, str] = {}  # ref -> XO id (every known object)
+        self._classes: dict[str, str] = {}  # ref -> XAPI class name
+        self._side: dict[str, dict[str, Any]] = {}  # raw records of SIDE_CLASSES
+        self._raw: dict[str, tuple[str, dict[str, Any]]] = {}  # to convert again later
+        self._waiting: dict[str, set[str]] = {}  # missing ref -> refs wanting it
+        self._readers: dict[str, set[str]] = {}  # ref -> refs whose conversion read it
+        self._early: list[dict[str, Any]] = []  # events before the pool record was seen
+        self._watches: dict[str, list[TaskWatch]] = {}
+
+    # -- reads -------------------------------------------------------------------------
+
+    def follows(self, cls: str) -> bool:
+        """Whether the event stream carries objects of class `cls`."""
+        return self._followed is None or cls.lower() in self._followed
+
+    def published(self, ref: str) -> XoObject | None:
+        """The store object this pool published for `ref`, if any."""
+        obj_id = self._ids.get(ref)
+        if obj_id is None:
+            return None
+        obj = self.store.get(obj_id)
+        if obj is None or obj.get("_xapiRef") != ref or obj.get("$pool") != self.pool_id:
+            return None
+        return obj
+
+    def refs_of_class(self, cls: str) -> list[str]:
+        return [ref for ref, c in self._classes.items() if c == cls]
+
+    def host_addresses(self) -> list[str]:
+        """Management addresses of the pool's hosts, master first (for failover probing)."""
+        master = None
+        pool = next(
+            (self.published(r) for r in self.refs_of_class("pool")),
+            None,
+        )
+        if pool:
+            master = pool.get("master")
+        out: list[str] = []
+        for ref in self.refs_of_class("host"):
+            host = self.published(ref)
+            if host and host.get("address"):
+                if host["id"] == master:
+                    out.insert(0, host["address"])
+                else:
+                    out.append(host["address"])
+        return out
+
+    def convert_detached(self, cls: str, ref: str, record: dict[str, Any]) -> XoObject:
+        """Convert a record fetched outside the event stream, without caching it."""
+        return to_xo(canonical_class(cls), ref, record, _Conversion(self))
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    # -- event batches -----------------------------------------------------------------
+
+    async def apply(self, events: list[dict[str, Any]], *, full: bool, poll: int) -> None:
+        """Apply one `event.from` batch; `full` for the answer to token "" (a snapshot)."""
+        if self.pool_id is None or full:
+            pool_event = next(
+                (e for e in events if e.get("class", "").lower() == "pool" and e.get("snapshot")),
+                None,
+            )
+            if pool_event is not None:
+                pool_id = pool_event["snapshot"].get("uuid") or pool_event["ref"]
+                if self.pool_id is not None and pool_id != self.pool_id:
+                    log.warning(
+                        "pool identity changed pool=%s old=%s new=%s",
+                        self.label,
+                        self.pool_id,
+                        pool_id,
+                    )
+                    self.clear()
+                self.pool_id = pool_id
+        if self.pool_id is None:
+            # Cannot publish without `$pool`: keep until the pool record shows up.
+            self._early.extend(events)
+            self._resolve_watches(poll, set())
+            return
+        if self._early:
+            events = self._early + events
+            self._early = []
+
+        upserts: list[tuple[str, str, dict[str, Any]]] = []
+        deletes: list[str] = []
+        for event in events:
+            ref = event.get("ref", "")
+            op = event.get("operation")
+            if op == "del":
+                deletes.append(ref)
+            elif op in ("add", "mod") and isinstance(event.get("snapshot"), dict):
+                upserts.append((canonical_class(event.get("class", "")), ref, event["snapshot"]))
+
+        if full:
+            alive = {ref for _, ref, _ in upserts}
+            deletes = [ref for ref in self._ids if ref not in alive]
+        touched: set[str] = set()
+        # Deletions first: a full batch may bring an object back under a new ref.
+        for ref in deletes:
+            self._forget(ref)
+            touched.add(ref)
+
+        new_refs: list[str] = []
+        for cls, ref, record in upserts:
+            if ref not in self._ids:
+                new_refs.append(ref)
+            self._ids[ref] = record.get("uuid") or ref
+            self._classes[ref] = cls
+        for n, (cls, ref, record) in enumerate(upserts, 1):
+            touched.add(ref)
+            if cls in SIDE_CLASSES:
+                self._side[ref] = record
+            else:
+                self._convert(cls, ref, record)
+            if n % _CHUNK == 0:
+                await asyncio.sleep(0)
+
+        # Objects waiting for a ref that just appeared, and readers of changed objects.
+        again: set[str] = set()
+        for ref in new_refs:
+            again |= self._waiting.pop(ref, set())
+        for ref in touched:
+            again |= self._readers.get(ref, set())
+        for n, ref in enumerate(again, 1):
+            kept = self._raw.get(ref)
+            if kept is not None:
+                self._convert(kept[0], ref, kept[1])
+            if n % _CHUNK == 0:
+                await asyncio.sleep(0)
+
+        if full:
+            self.synced = True
+        if full or len(self._waiting) + len(self._readers) > 4 * len(self._raw) + 1000:
+            self._prune_dependencies()
+        self._resolve_watches(poll, touched)
+
+    def _convert(self, cls: str, ref: str, record: dict[str, Any]) -> None:
+        conversion = _Conversion(self)
+        obj = to_xo(cls, ref, record, conversion)
+        if conversion.missing or conversion.reads:
+            self._raw[ref] = (cls, record)
+            for missing in conversion.missing:
+                self._waiting.setdefault(missing, set()).add(ref)
+            for read in conversion.reads:
+                self._readers.setdefault(read, set()).add(ref)
+        else:
+            self._raw.pop(ref, None)
+        current = self.store.get(obj["id"])
+        if current != obj:
+            self.store.set(obj)
+
+    def _prune_dependencies(self) -> None:
+        """Drop dependency entries of objects that no longer wait for anything (they are
+        left behind when an object is converted again), so they cannot pile up."""
+        for index in (self._waiting, self._readers):
+            for ref in list(index):
+                live = {d for d in index[ref] if d in self._raw}
+                if live:
+                    index[ref] = live
+                else:
+                    del index[ref]
+
+    def _forget(self, ref: str) -> None:
+        obj = self.published(ref)
+        if obj is not None:
+            self.store.remove(obj["id"])
+        self._ids.pop(ref, None)
+        self._classes.pop(ref, None)
+        self._side.pop(ref, None)
+        self._raw.pop(ref, None)
+        self._waiting.pop(ref, None)
+
+    def clear(self) -> None:
+        """Withdraw every object of this pool from the store (disconnect / removal)."""
+        for ref in list(self._ids):
+            self._forget(ref)
+        self._readers.clear()
+        self._waiting.clear()
+        self._early.clear()
+        self.synced = False
+
+    # -- task watching -----------------------------------------------------------------
+
+    def watch_task(self, ref: str) -> TaskWatch:
+        watch = TaskWatch(ref, self.polls_started, asyncio.get_running_loop().create_future())
+        self._watches.setdefault(ref, []).append(watch)
+        task = self.published(ref)
+        if task is not None:
+            watch.seen = True
+            if task.get("status") in TERMINAL_TASK_STATUSES:
+                self._settle(watch, task)
+        return watch
+
+    def unwatch(self, watch: TaskWatch) -> None:
+        watches = self._watches.get(watch.ref)
+        if watches and watch in watches:
+            watches.remove(watch)
+            if not watches:
+                del self._watches[watch.ref]
+
+    def fail_watches(self, exc: BaseException) -> None:
+        for watches in list(self._watches.values()):
+            for watch in watches:
+                if not watch.future.done():
+                    watch.future.set_exception(exc)
+
+    def _resolve_watches(self, poll: int, touched: set[str]) -> None:
+        for ref, watches in list(self._watches.items()):
+            task = self.published(ref)
+            for watch in list(watches):
+                if watch.future.done():
+                    continue
+                if task is not None:
+                    watch.seen = True
+                    if task.get("status") in TERMINAL_TASK_STATUSES:
+                        self._settle(watch, task)
+                elif watch.seen and ref in touched:
+                    self._settle(watch, None)  # deleted before we saw it finish
+                elif poll > watch.registered_at_poll:
+                    self._settle(watch, None)  # a later poll would have shown it
+
+    @staticmethod
+    def _settle(watch: TaskWatch, task: XoObject | None) -> None:
+        if not watch.future.done():
+            watch.future.set_result(task)

@@ -1,0 +1,457 @@
+"""One persistent, self-healing connection to one XAPI pool (xapi.md 1.5, 1.6, 8.2).
+
+Threads (the XenAPI binding is blocking and not thread-safe):
+- one dedicated thread owns the event session and runs the `event.from` long-poll;
+- a bounded pool of worker threads runs `call()`s, each thread with its own session, logged in
+  on first use and kept (the binding re-logs in by itself on SESSION_INVALID).
+
+A supervisor coroutine finds the master (following HOST_IS_SLAVE, probing the other hosts the
+cache knows when the master stops answering), logs in, syncs the cache with `event.from("")`
+and then streams changes; any failure sends it back to reconnecting with capped exponential
+backoff. Wrong credentials are retried slowly a bounded number of times, then given up.
+
+XAPI cost: initial sync = 1 login + 1 event.from; idle = only event.from long-polls;
+`call_async` = the Async call + task.destroy (the wait reads the event stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from xen.cache import PoolCache, TaskWatch
+from xen.config import PoolConfig
+from xen.errors import PoolUnavailable, TaskCancelled, XapiError
+from xen.session import (
+    TRANSPORT_ERRORS,
+    AuthFailed,
+    Credentials,
+    HostIsSlave,
+    TlsOptions,
+    XapiSession,
+)
+from xen.store import ObjectStore, XoObject
+from xen.threads import ThreadRunner
+from xen.wire import decode_task_result, member_url, url_host
+
+log = logging.getLogger("xo_migrate.xen.pool")
+
+Status = Literal["connected", "connecting", "disconnected"]
+
+# Classes the cache follows: what migrations and the xo-server object views need.
+MIGRATION_CLASSES: tuple[str, ...] = (
+    "pool",
+    "host",
+    "host_metrics",
+    "VM",
+    "SR",
+    "VDI",
+    "VBD",
+    "VIF",
+    "PBD",
+    "PIF",
+    "network",
+    "task",
+)
+
+_MAX_REDIRECTS = 4  # HOST_IS_SLAVE hops while looking for the master
+
+
+@dataclass(slots=True)
+class ConnectionOptions:
+    workers: int = 4  # worker threads (and sessions) per pool for call()
+    event_timeout: float = 60.0  # event.from long-poll, seconds (XAPI-side)
+    socket_margin: float = 15.0  # socket timeout = event_timeout + margin for the event session
+    call_timeout: float = 300.0  # socket timeout of worker calls
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    auth_retry_interval: float = 60.0  # after SESSION_AUTHENTICATION_FAILED
+    auth_max_attempts: int = 5  # then give up until enable()/re-add
+    call_wait: float = 5.0  # how long call() waits for a pool that is reconnecting
+    cancel_grace: float = 5.0  # after task.cancel, how long to wait for the task to settle
+    close_timeout: float = 2.0  # how long aclose() waits for threads (logouts)
+    classes: tuple[str, ...] = MIGRATION_CLASSES
+
+
+class PoolConnection:
+    def __init__(
+        self, cfg: PoolConfig, store: ObjectStore, options: ConnectionOptions | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.options = options or ConnectionOptions()
+        self.cache = PoolCache(store, cfg.label or cfg.url, self.options.classes)
+        self.status: Status = "disconnected"
+        self.last_error: str | None = None
+        self.master_url: str = cfg.url  # read by worker threads; str assignment is atomic
+        self._creds = Credentials(cfg.username, cfg.resolved_password())
+        self._tls = TlsOptions(cfg.allow_unauthorized, cfg.ca_file)
+        self._ready = asyncio.Event()
+        self._was_ready = False  # reached "connected" since the last failure
+        self._generation = 0  # completed initial syncs, to notice a reconnect
+        self._stopped = False
+        self._supervisor: asyncio.Task[None] | None = None
+        self._cleanups: set[asyncio.Task[None]] = set()  # tasks left behind by cancelled calls
+        self._event_session: XapiSession | None = None
+        self._login_session: XapiSession | None = None  # being logged in, abortable
+        self._suspect_urls: set[str] = set()
+        self._tls_sessions = threading.local()
+        self._events = ThreadRunner(f"xapi-events-{cfg.id[:8]}", 1, self._logout_event_session)
+        self._workers = ThreadRunner(
+            f"xapi-calls-{cfg.id[:8]}", self.options.workers, self._logout_worker_session
+        )
+
+    # -- public surface ----------------------------------------------------------------
+
+    @property
+    def pool_id(self) -> str | None:
+        return self.cache.pool_id
+
+    @property
+    def label(self) -> str:
+        return self.cfg.label or self.cfg.url
+
+    def start(self) -> None:
+        if self._supervisor is None:
+            self.status = "connecting"
+            self._supervisor = asyncio.create_task(
+                self._supervise(), name=f"pool-connection-{self.cfg.id}"
+            )
+
+    async def aclose(self) -> None:
+        """Stop the supervisor, unblock the long-poll, log out every session."""
+        self._stopped = True
+        # Unblock the threads first: cancelling the supervisor forgets the login in flight.
+        for session in (self._event_session, self._login_session):
+            if session is not None:
+                session.abort()
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+        if self._cleanups:
+            await asyncio.wait(self._cleanups, timeout=self.options.close_timeout)
+            for cleanup in self._cleanups:
+                cleanup.cancel()
+        self.cache.fail_watches(PoolUnavailable(self.label, "connection closed"))
+        self._ready.clear()
+        self.status = "disconnected"
+        timeout = self.options.close_timeout
+        results = await asyncio.gather(self._events.aclose(timeout), self._workers.aclose(timeout))
+        if not all(results):
+            log.warning("pool=%s threads still busy at close, abandoned", self.label)
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait until connected with a complete cache; PoolUnavailable after `timeout`."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+        except TimeoutError:
+            raise PoolUnavailable(self.label, self.last_error or self.status) from None
+
+    async def call(self, method: str, *args: Any) -> Any:
+        """`method(session, *args)` on the master; XapiError on a XAPI failure."""
+        for _attempt in range(3):
+            if self._stopped:
+                raise PoolUnavailable(self.label, "connection closed")
+            if not self._ready.is_set():
+                if self._stopped or self.status == "disconnected":
+                    raise PoolUnavailable(self.label, self.last_error or self.status)
+                await self.wait_ready(self.options.call_wait)
+            url = self.master_url
+            try:
+                return await self._workers.run(self._call_in_thread, url, method, args)
+            except HostIsSlave as exc:
+                # The master moved: the request was not executed, retry on the new one.
+                self._redirect(exc.master)
+            except ConnectionRefusedError as exc:
+                # Nothing was sent: wait for the supervisor to find the master again.
+                self._suspect_urls.add(url)
+                await self._wait_for_reconnect(self._generation, exc)
+            except AuthFailed as exc:
+                raise PoolUnavailable(self.label, str(exc)) from None
+            except TRANSPORT_ERRORS as exc:
+                raise PoolUnavailable(self.label, f"{method}: {exc!r}") from None
+        raise PoolUnavailable(self.label, f"{method}: master kept moving")
+
+    async def call_async(self, method: str, *args: Any) -> Any:
+        """Run `Async.<method>`, wait for its task through the event stream, return the
+        decoded result; XapiError / TaskCancelled on failure; the task is always destroyed.
+        Cancelling the caller cancels the XAPI task."""
+        start = asyncio.ensure_future(self.call(f"Async.{method}", *args))
+        try:
+            task_ref = await asyncio.shield(start)
+        except asyncio.CancelledError:
+            # The XAPI task may still get created: cancel and destroy it once it is known.
+            cleanup = asyncio.ensure_future(self._abandon(start))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
+            raise
+        watch = self.cache.watch_task(task_ref)
+        try:
+            task = await self._wait_task(watch)
+        except asyncio.CancelledError:
+            await self._cancel_task(task_ref, watch)
+            raise
+        finally:
+            self.cache.unwatch(watch)
+            await self._destroy_task(task_ref)
+        return task_outcome(task_ref, task)
+
+    # -- tasks -------------------------------------------------------------------------
+
+    async def _wait_task(self, watch: TaskWatch) -> XoObject:
+        while True:
+            task = await watch.future
+            if task is not None:
+                return task
+            # Not seen by a fresh poll, or deleted unseen: one direct look settles it.
+            try:
+                record = await self.call("task.get_record", watch.ref)
+            except XapiError as exc:
+                if exc.code == "HANDLE_INVALID":
+                    raise XapiError(
+                        "TASK_DESTROYED",
+                        [watch.ref, "the task was destroyed before it completed"],
+                    ) from None
+                raise
+            task = self.cache.convert_detached("task", watch.ref, record)
+            if task.get("status") in ("success", "failure", "cancelled"):
+                return task
+            # Still pending: it will show up in the stream; wait again.
+            self.cache.unwatch(watch)
+            watch = self.cache.watch_task(watch.ref)
+            watch.seen = True
+
+    async def _abandon(self, start: asyncio.Future[Any]) -> None:
+        try:
+            task_ref = await start
+        except Exception:
+            return
+        with contextlib.suppress(XapiError, PoolUnavailable):
+            await self.call("task.cancel", task_ref)
+        await self._destroy_task(task_ref)
+
+    async def _cancel_task(self, task_ref: str, watch: TaskWatch) -> None:
+        try:
+            await self.call("task.cancel", task_ref)
+            async with asyncio.timeout(self.options.cancel_grace):
+                await asyncio.shield(watch.future)
+        except (XapiError, PoolUnavailable, TimeoutError) as exc:
+            log.info("pool=%s task=%s cancel: %s", self.label, task_ref, exc)
+
+    async def _destroy_task(self, task_ref: str) -> None:
+        try:
+            await self.call("task.destroy", task_ref)
+        except (XapiError, PoolUnavailable) as exc:
+            log.info("pool=%s task=%s destroy failed: %s", self.label, task_ref, exc)
+
+    # -- worker threads ----------------------------------------------------------------
+
+    def _call_in_thread(self, url: str, method: str, args: tuple[Any, ...]) -> Any:
+        session: XapiSession | None = getattr(self._tls_sessions, "session", None)
+        if session is None or session.url != url:
+            if session is not None:
+                session.close()
+            session = XapiSession(url, self._creds, self._tls, self.options.call_timeout)
+            self._tls_sessions.session = session
+        if not session.logged_in:
+            session.login()
+        return session.call(method, args)
+
+    def _logout_worker_session(self) -> None:
+        session: XapiSession | None = getattr(self._tls_sessions, "session", None)
+        if session is not None:
+            session.logout()
+            session.close()
+
+    def _logout_event_session(self) -> None:
+        session, self._event_session = self._event_session, None
+        if session is not None:
+            session.close()  # its socket was shut down by abort(): log out on a fresh one
+            session.logout()
+            session.close()
+
+    # -- supervisor --------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        opts = self.options
+        backoff = opts.backoff_initial
+        auth_failures = 0
+        redirects = 0
+        while True:
+            self.status = "connecting"
+            self._was_ready = False
+            try:
+                await self._connect_and_stream()
+            except asyncio.CancelledError:
+                raise
+            except AuthFailed as exc:
+                auth_failures += 1
+                self._lost(str(exc), "disconnected")
+                if auth_failures >= opts.auth_max_attempts:
+                    self.last_error = f"{exc} (gave up after {auth_failures} attempts)"
+                    log.error("pool=%s giving up: wrong credentials", self.label)
+                    return
+                await asyncio.sleep(opts.auth_retry_interval)
+                continue
+            except HostIsSlave as exc:
+                # Seen on re-login of the event session: follow at once, but not forever
+                # (hosts that keep pointing at each other get the backoff).
+                self._redirect(exc.master)
+                self._lost(str(exc), "connecting")
+                redirects = 0 if self._was_ready else redirects + 1
+                if redirects <= 2:
+                    continue
+            except Exception as exc:
+                self._lost(describe(exc), "connecting")
+            auth_failures = 0
+            if self._was_ready:
+                backoff = opts.backoff_initial
+                redirects = 0
+            log.debug("pool=%s reconnect_in=%.2fs", self.label, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, opts.backoff_max)
+
+    def _lost(self, error: str, status: Status) -> None:
+        was = self._ready.is_set()
+        repeated = not was and error == self.last_error
+        self._ready.clear()
+        self.status = status
+        self.last_error = error
+        # The same failure again while reconnecting is not news: keep the log readable.
+        log.log(
+            logging.DEBUG if repeated else logging.WARNING,
+            "pool=%s status=%s was_connected=%s error=%s",
+            self.label,
+            status,
+            was,
+            error,
+        )
+
+    async def _connect_and_stream(self) -> None:
+        session = await self._find_master()
+        token = ""
+        while True:
+            self.cache.polls_started += 1
+            poll = self.cache.polls_started
+            full = token == ""
+            try:
+                result = await self._events.run(self._event_from, session, token)
+            except XapiError as exc:
+                if exc.code == "EVENT_FROM_TOKEN_PARSE_FAILURE":
+                    token = ""
+                    continue
+                raise
+            except TRANSPORT_ERRORS:
+                self._suspect_urls.add(session.url)
+                raise
+            await self.cache.apply(result.get("events", []), full=full, poll=poll)
+            token = result.get("token", "")
+            if full:
+                self._suspect_urls.discard(session.url)
+                self.master_url = session.url
+                self.status = "connected"
+                self.last_error = None
+                self._was_ready = True
+                self._generation += 1
+                self._ready.set()
+                log.info(
+                    "pool=%s status=connected pool_id=%s master=%s objects=%d",
+                    self.label,
+                    self.pool_id,
+                    url_host(session.url),
+                    len(self.cache),
+                )
+
+    def _event_from(self, session: XapiSession, token: str) -> dict[str, Any]:
+        # With token "" XAPI answers at once (every object is an event), no need to special-case.
+        timeout = float(self.options.event_timeout)
+        started = time.monotonic()
+        result = session.call("event.from", (list(self.options.classes), token, timeout))
+        log.debug("pool=%s event.from took=%.3fs", self.label, time.monotonic() - started)
+        return result
+
+    async def _find_master(self) -> XapiSession:
+        """Log the event session in on the master; reuse the current one when still there."""
+        candidates = [self.master_url]
+        candidates += [member_url(self.cfg.url, a) for a in self.cache.host_addresses()]
+        candidates.append(self.cfg.url)
+        ordered = list(dict.fromkeys(candidates))
+        ordered.sort(key=lambda u: u in self._suspect_urls)  # stable: suspects last
+        last_exc: BaseException | None = None
+        for start_url in ordered:
+            url = start_url
+            for _hop in range(_MAX_REDIRECTS):
+                current = self._event_session
+                if current is not None and current.url == url and current.logged_in:
+                    return current
+                session = XapiSession(
+                    url,
+                    self._creds,
+                    self._tls,
+                    self.options.event_timeout + self.options.socket_margin,
+                )
+                self._login_session = session
+                try:
+                    await self._events.run(session.login)
+                except HostIsSlave as exc:
+                    session.close()
+                    url = member_url(self.cfg.url, exc.master)
+                    log.info("pool=%s HOST_IS_SLAVE master=%s", self.label, exc.master)
+                    continue
+                except AuthFailed:
+                    session.close()
+                    raise
+                except TRANSPORT_ERRORS as exc:
+                    session.close()
+                    self._suspect_urls.add(url)
+                    last_exc = exc
+                    break
+                finally:
+                    self._login_session = None
+                # Replaced sessions are dropped without logout: their host may be gone.
+                self._event_session = session
+                self.master_url = url
+                return session
+        raise last_exc if last_exc is not None else PoolUnavailable(self.label, "no master found")
+
+    def _redirect(self, address: str) -> None:
+        url = member_url(self.cfg.url, address)
+        if url != self.master_url:
+            log.info("pool=%s master moved to %s", self.label, address)
+            self.master_url = url
+
+    async def _wait_for_reconnect(self, generation: int, exc: BaseException) -> None:
+        """After a refused connection: give the supervisor time to reconnect (anywhere)."""
+        deadline = time.monotonic() + self.options.call_wait
+        while time.monotonic() < deadline:
+            if self._ready.is_set() and self._generation != generation:
+                return
+            if self._stopped or self.status == "disconnected":
+                break
+            await asyncio.sleep(0.05)
+        raise PoolUnavailable(self.label, repr(exc))
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, XapiError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def task_outcome(task_ref: str, task: XoObject) -> Any:
+    status = task.get("status")
+    if status == "success":
+        return decode_task_result(task.get("result", ""))
+    if status == "cancelled":
+        raise TaskCancelled(task_ref, task=task)
+    info = [str(x) for x in task.get("error_info") or []] or ["INTERNAL_ERROR"]
+    if info[0] == "TASK_CANCELLED":
+        raise TaskCancelled(task_ref, task=task)
+    raise XapiError(info[0], info[1:], task=task)
