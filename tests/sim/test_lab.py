@@ -22,7 +22,7 @@ def test_default_lab_shape() -> None:
     a, b = lab.pools
     assert [(h.name, h.address, h.master) for h in a.hosts] == [
         ("a1", "127.0.1.1", True), ("a2", "127.0.1.2", False), ("a3", "127.0.1.3", False)]  # fmt: skip
-    assert a.default_sr == "" and b.default_sr == "B shared iSCSI"
+    assert a.default_sr == "A shared NFS" and b.default_sr == "B shared iSCSI"
     assert 18 <= len(a.vms) + len(b.vms) <= 24
     assert (a.username, a.password) == ("root", "password")
 
@@ -74,8 +74,9 @@ async def test_default_lab_objects(manifest: dict[str, Any]) -> None:
     migration_ips = sorted(p["IP"] for p in r["PIF"].values() if not p["management"])
     assert migration_ips == ["127.0.11.1", "127.0.11.2", "127.0.11.3"]
     (pool,) = r["pool"].values()
-    assert pool["default_SR"] == "OpaqueRef:NULL"
-    shared = next(s for s in srs.values() if s["name_label"] == "A shared NFS")
+    shared_ref = next(ref for ref, s in srs.items() if s["name_label"] == "A shared NFS")
+    assert pool["default_SR"] == shared_ref
+    shared = srs[shared_ref]
     assert shared["shared"] and len(shared["PBDs"]) == 3
 
 

@@ -8,21 +8,22 @@ parameter count, the argument types, and finally the handler.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from xen.sim import events, sessions, tasks  # noqa: F401 - they register their messages
+from xen.sim import (  # noqa: F401 - they register their messages
+    events,
+    migration,
+    sessions,
+    tasks,
+)
 from xen.sim.build import vm_allowed_operations
 from xen.sim.db import MessageSpec, Schema, XapiFailure, type_kind
 from xen.sim.registry import CallContext, Message, messages
 from xen.sim.tasks import invoke
 from xen.sim.unmarshal import ArgTypeError, convert, convert_args
-
-with contextlib.suppress(ImportError):  # written concurrently by the sim-migration helper
-    from xen.sim import migration  # noqa: F401
 
 if TYPE_CHECKING:
     from xen.sim.pool import SimPool

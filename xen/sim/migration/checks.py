@@ -1,0 +1,352 @@
+"""XAPI's migration checks, in XAPI's order (xapi.md 3.3-3.5), and the migration plan:
+which disks move to which SR, which network each VIF lands on. Pure reads of the databases:
+nothing here changes state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from xen.sim.db import EPOCH, NULL_REF, Database
+from xen.sim.registry import PoolLike, XapiFailure
+
+POOL_MIGRATE_STATES = ("running",)
+MIGRATE_SEND_STATES = ("halted", "suspended", "running")
+CONTROL_DOMAIN_MSG = "This operation is not allowed on a control domain"
+VIF_MAP_MSG = (
+    "VIF mapping is not allowed for intra-pool migration -all VIFs must be on the same network"
+)
+COPY_MSG = (
+    "Copy mode is disallowed on intra pool storage migration, try efficient alternatives, "
+    "for example, VM.copy/clone."
+)
+DIFFERENT_VENDOR = "VM last booted on a host which had a CPU from a different vendor."
+MISSING_FEATURES = "VM last booted on a CPU with features this host's CPU does not have."
+
+
+def flag(options: dict[str, Any], key: str) -> bool:
+    return str(options.get(key, "")).strip().lower() in {"true", "on", "1", "yes"}
+
+
+# -- where the VM goes -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    pool: PoolLike  # the destination pool (the source pool itself for intra-pool)
+    host: str  # a host ref in that pool
+    cross: bool
+
+
+# -- checks, in XAPI's order -------------------------------------------------------------------
+
+
+def check_operation(
+    vm: str,
+    rec: dict[str, Any],
+    op: str,
+    states: tuple[str, ...],
+    *,
+    in_progress: bool = True,
+) -> None:
+    """`Xapi_vm_lifecycle.check_operation_error`: the first failing rule wins."""
+    blocked = rec["blocked_operations"]
+    if op in blocked:
+        raise XapiFailure("OPERATION_BLOCKED", vm, blocked[op])
+    actual = str(rec["power_state"]).lower()
+    if actual not in states:
+        raise XapiFailure("VM_BAD_POWER_STATE", vm, ", ".join(states), actual)
+    if in_progress and rec["current_operations"]:
+        task, other = next(iter(rec["current_operations"].items()))
+        raise XapiFailure("OTHER_OPERATION_IN_PROGRESS", "VM", vm, other, task)
+    # migrate_send may move non-default templates (XAPI allows it); nothing else may.
+    if rec["is_a_template"] and (op != "migrate_send" or rec["is_default_template"]):
+        raise XapiFailure("VM_IS_TEMPLATE", vm, op)
+    if rec["is_a_snapshot"]:
+        raise XapiFailure("VM_IS_SNAPSHOT", vm, op)
+    platform = rec["platform"]
+    if flag(platform, "nomigrate") or flag(platform, "nested-virt"):
+        raise XapiFailure("VM_IS_IMMOBILE", vm)
+    if rec["is_control_domain"]:
+        raise XapiFailure("OPERATION_NOT_ALLOWED", CONTROL_DOMAIN_MSG)
+    if actual == "running":
+        if rec["attached_PCIs"]:
+            raise XapiFailure("VM_HAS_PCI_ATTACHED", vm)
+        if rec["VGPUs"]:
+            raise XapiFailure("VM_HAS_VGPU", vm)
+        if rec["VUSBs"]:
+            raise XapiFailure("VM_HAS_VUSBS", vm)
+
+
+def cpu_incompatibility(
+    host_cpu: dict[str, str], vm_flags: dict[str, str], domain_type: str = ""
+) -> str | None:
+    """Why a VM that last booted with `vm_flags` cannot run on a host with `host_cpu`."""
+    vendor = vm_flags.get("vendor", "")
+    if not vendor:
+        return None  # never booted: nothing to compare against
+    if host_cpu.get("vendor") and host_cpu["vendor"] != vendor:
+        return DIFFERENT_VENDOR
+    wanted = vm_flags.get("features", "")
+    key = "features_pv" if domain_type == "pv" else "features_hvm"
+    have = host_cpu.get(key) or host_cpu.get("features", "")
+    if wanted and not _features_cover(have, wanted):
+        return MISSING_FEATURES
+    return None
+
+
+def _features_cover(have: str, wanted: str) -> bool:
+    """Whether every feature in `wanted` is in `have`: XAPI's dash-separated hex words, or
+    (for hand-written labs) whitespace/comma separated flag names."""
+    try:
+        have_words = [int(w, 16) for w in have.strip().split("-") if w]
+        wanted_words = [int(w, 16) for w in wanted.strip().split("-") if w]
+    except ValueError:
+        names = set(have.replace(",", " ").split())
+        return set(wanted.replace(",", " ").split()) <= names
+    have_words += [0] * (len(wanted_words) - len(have_words))
+    return all(w & ~h == 0 for w, h in zip(wanted_words, have_words, strict=False))
+
+
+def check_cpu(host_db: Database, vm: str, rec: dict[str, Any], host: str) -> None:
+    if rec["power_state"] == "Halted":
+        return  # the CPUID check only guards a live domain
+    reason = cpu_incompatibility(
+        host_db.get("host", host)["cpu_info"], rec["last_boot_CPU_flags"], rec["domain_type"]
+    )
+    if reason is not None:
+        raise XapiFailure("VM_INCOMPATIBLE_WITH_THIS_HOST", vm, host, reason)
+
+
+def host_metrics(db: Database, host: str) -> dict[str, Any] | None:
+    ref = db.get("host", host)["metrics"]
+    return db.get("host_metrics", ref) if db.exists("host_metrics", ref) else None
+
+
+def host_live(db: Database, host: str) -> bool:
+    metrics = host_metrics(db, host)
+    return metrics is None or bool(metrics["live"])
+
+
+def check_host_usable(db: Database, host: str, *, localhost: bool = False) -> None:
+    if not host_live(db, host):
+        raise XapiFailure("HOST_NOT_LIVE")
+    if not db.get("host", host)["enabled"] and not localhost:
+        raise XapiFailure("HOST_DISABLED", host)
+
+
+def host_sees_sr(db: Database, host: str, sr: str, *, attached: bool = True) -> bool:
+    for pbd in db.get("host", host)["PBDs"]:
+        rec = db.get("PBD", pbd)
+        if rec["SR"] == sr and (rec["currently_attached"] or not attached):
+            return True
+    return False
+
+
+def check_srs_visible(db: Database, vm: str, rec: dict[str, Any], host: str) -> None:
+    """VM_REQUIRES_SR: every SR the VM's disks (CDs included) live on must be plugged on the
+    destination. This is XAPI's "storage is not shared" signal."""
+    vdis = [db.get("VBD", vbd)["VDI"] for vbd in rec["VBDs"] if not db.get("VBD", vbd)["empty"]]
+    vdis.append(rec["suspend_VDI"])
+    for vdi in vdis:
+        if vdi != NULL_REF and db.exists("VDI", vdi):
+            sr = db.get("VDI", vdi)["SR"]
+            if not host_sees_sr(db, host, sr):
+                raise XapiFailure("VM_REQUIRES_SR", vm, sr)
+
+
+def vif_networks(db: Database, rec: dict[str, Any]) -> list[str]:
+    return [db.get("VIF", vif)["network"] for vif in rec["VIFs"]]
+
+
+def check_networks(db: Database, vm: str, networks: list[str], host: str) -> None:
+    for net in networks:
+        if not db.exists("network", net):
+            continue
+        pifs = db.get("network", net)["PIFs"]
+        # A network without any PIF is host-internal and exists everywhere.
+        if pifs and not any(db.get("PIF", p)["host"] == host for p in pifs):
+            raise XapiFailure("VM_REQUIRES_NETWORK", vm, net)
+
+
+def needed_memory(rec: dict[str, Any]) -> int:
+    """What the destination must have free: the VM ballooned down to dynamic_min, plus the
+    domain's overhead."""
+    return int(rec["memory_dynamic_min"]) + int(rec["memory_overhead"])
+
+
+def check_memory(db: Database, rec: dict[str, Any], host: str) -> None:
+    metrics = host_metrics(db, host)
+    if metrics is None:
+        return
+    needed, free = needed_memory(rec), int(metrics["memory_free"])
+    if needed > free:
+        raise XapiFailure("HOST_NOT_ENOUGH_FREE_MEMORY", needed, free)
+
+
+# -- disks and VIFs ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class DiskMove:
+    vdi: str  # the source VDI
+    sr: str  # the destination SR (a ref in the destination pool)
+    virtual_size: int
+    allocated: int
+    snapshot_time: datetime
+    new_vdi: str = ""  # the copy, once created
+
+
+def _vm_disks(db: Database, rec: dict[str, Any]) -> list[str]:
+    """VDIs of the VM's non-empty, non-CD VBDs: the ones vdi_map must cover."""
+    out: list[str] = []
+    for vbd in rec["VBDs"]:
+        vbd_rec = db.get("VBD", vbd)
+        vdi = vbd_rec["VDI"]
+        if vbd_rec["empty"] or vbd_rec["type"] == "CD" or not db.exists("VDI", vdi):
+            continue
+        if vdi not in out:
+            out.append(vdi)
+    return out
+
+
+def _usable_sr(db: Database, sr: str) -> str | None:
+    return sr if sr != NULL_REF and db.exists("SR", sr) else None
+
+
+def validate(
+    src_db: Database,
+    vm: str,
+    rec: dict[str, Any],
+    target: Target,
+    vdi_map: dict[str, str],
+    vif_map: dict[str, str],
+    options: dict[str, str],
+) -> tuple[list[DiskMove], dict[str, str]]:
+    """VM.assert_can_migrate's checks; returns the disks that move and, across pools, the
+    destination network of every VIF (snapshots' included)."""
+    dst_db, host = target.pool.db, target.host
+    force, copy = flag(options, "force"), flag(options, "copy")
+    running = rec["power_state"] == "Running"
+    for vdi in _vm_disks(src_db, rec):
+        if vdi not in vdi_map:
+            raise XapiFailure("VDI_NOT_IN_MAP", vdi)
+    networks: dict[str, str] = {}
+    if not target.cross:
+        if not force:
+            check_cpu(src_db, vm, rec, host)
+        check_host_usable(src_db, host, localhost=host == rec["resident_on"])
+        check_networks(src_db, vm, vif_networks(src_db, rec), host)
+        if running:
+            check_memory(src_db, rec, host)
+        if vif_map:
+            raise XapiFailure("OPERATION_NOT_ALLOWED", VIF_MAP_MSG)
+        if copy:
+            raise XapiFailure("OPERATION_NOT_ALLOWED", COPY_MSG)
+    else:
+        if copy and not force and rec["power_state"] != "Halted":
+            raise XapiFailure("VM_BAD_POWER_STATE", vm, "halted", rec["power_state"].lower())
+        if not dst_db.get("host", host)["enabled"]:
+            raise XapiFailure("HOST_DISABLED", host)
+        networks = _map_vifs(src_db, dst_db, rec, vif_map)
+        # The dry-run metadata import on the destination.
+        if not force:
+            check_cpu(dst_db, vm, rec, host)
+        check_host_usable(dst_db, host)
+        check_networks(dst_db, vm, [networks[v] for v in rec["VIFs"]], host)
+        if running:
+            check_memory(dst_db, rec, host)
+    moves = _plan_disks(src_db, dst_db, vm, rec, vdi_map, host, cross=target.cross)
+    for move in moves:
+        vdi_rec = src_db.get("VDI", move.vdi)
+        if vdi_rec["on_boot"] == "reset":
+            raise XapiFailure("VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION", move.vdi)
+        if vdi_rec["cbt_enabled"]:
+            raise XapiFailure("VDI_CBT_ENABLED", move.vdi)
+        if "key_hash" in vdi_rec["sm_config"]:
+            raise XapiFailure("VDI_IS_ENCRYPTED", move.vdi)
+    return moves, networks
+
+
+def _map_vifs(
+    src_db: Database, dst_db: Database, rec: dict[str, Any], vif_map: dict[str, str]
+) -> dict[str, str]:
+    """Every VIF of the VM and its snapshots needs a destination network: its own vif_map
+    entry, or that of a mapped VIF with the same MAC."""
+    by_mac = {
+        src_db.get("VIF", vif)["MAC"]: net
+        for vif, net in vif_map.items()
+        if src_db.exists("VIF", vif)
+    }
+    vifs = list(rec["VIFs"])
+    for snap in rec["snapshots"]:
+        if src_db.exists("VM", snap):
+            vifs += src_db.get("VM", snap)["VIFs"]
+    out: dict[str, str] = {}
+    for vif in vifs:
+        net = vif_map.get(vif) or by_mac.get(src_db.get("VIF", vif)["MAC"])
+        if net is None:
+            raise XapiFailure("VIF_NOT_IN_MAP", vif)
+        dst_db.get("network", net)
+        out[vif] = net
+    return out
+
+
+def _plan_disks(
+    src_db: Database,
+    dst_db: Database,
+    vm: str,
+    rec: dict[str, Any],
+    vdi_map: dict[str, str],
+    host: str,
+    *,
+    cross: bool,
+) -> list[DiskMove]:
+    """The VDIs that move, smallest first (XAPI's order): the VM's disks, its snapshots' disks
+    and its suspend image, placed per vdi_map or XAPI's defaults."""
+    pool_rec = dst_db.get("pool", dst_db.all_refs("pool")[0]) if dst_db.all_refs("pool") else {}
+    default_sr = _usable_sr(dst_db, pool_rec.get("default_SR", NULL_REF))
+    chosen = {vdi: vdi_map[vdi] for vdi in _vm_disks(src_db, rec)}
+    for snap in rec["snapshots"]:
+        if not src_db.exists("VM", snap):
+            continue
+        for vdi in _vm_disks(src_db, src_db.get("VM", snap)):
+            if vdi in chosen:
+                continue
+            parent = src_db.get("VDI", vdi)["snapshot_of"]
+            sr = vdi_map.get(vdi) or chosen.get(parent) or default_sr
+            if sr is None:
+                raise XapiFailure("VDI_NOT_IN_MAP", vdi)
+            chosen[vdi] = sr
+    suspend = rec["suspend_VDI"]
+    if suspend != NULL_REF and src_db.exists("VDI", suspend):
+        sr = (
+            vdi_map.get(suspend)
+            or _usable_sr(dst_db, pool_rec.get("suspend_image_SR", NULL_REF))
+            or _usable_sr(dst_db, dst_db.get("host", host)["suspend_image_sr"])
+            or default_sr
+        )
+        if sr is None:
+            raise XapiFailure("VDI_NOT_IN_MAP", suspend)
+        chosen[suspend] = sr
+    moves: list[DiskMove] = []
+    for vdi, sr in chosen.items():
+        dst_db.get("SR", sr)
+        # The destination host plugs the SR if it can (it needs a PBD for it).
+        if not host_sees_sr(dst_db, host, sr, attached=False):
+            raise XapiFailure("VM_REQUIRES_SR", vm, sr)
+        vdi_rec = src_db.get("VDI", vdi)
+        if not cross and vdi_rec["SR"] == sr:
+            continue  # intra-pool onto its own SR: not copied
+        moves.append(
+            DiskMove(
+                vdi,
+                sr,
+                int(vdi_rec["virtual_size"]),
+                int(vdi_rec["physical_utilisation"]),
+                vdi_rec["snapshot_time"] or EPOCH,
+            )
+        )
+    moves.sort(key=lambda m: (m.virtual_size, m.snapshot_time))
+    return moves
