@@ -27,7 +27,16 @@ from typing import Any
 
 from api.registry import Registry
 
-NAMESPACES: tuple[str, ...] = ("session", "token", "system", "xo", "server")
+NAMESPACES: tuple[str, ...] = (
+    "session",
+    "token",
+    "system",
+    "xo",
+    "server",
+    "vm",
+    "task",
+    "migration",
+)
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from server.auth import AuthSettings
 from server.duration import parse_duration_ms
+from server.migrations.service import MigrationSettings
 from xen.config import PoolConfig
 
 DEFAULT_HOST = "127.0.0.1"
@@ -32,10 +33,12 @@ class ServerConfig:
     push_max_frames: int = 256  # shared frames queued per connection before coalescing
     push_max_objects: int = 100_000  # coalesced objects per connection before disconnecting
     pools: list[PoolConfig] = field(default_factory=list)
+    migration: MigrationSettings = field(default_factory=MigrationSettings)
 
 
 _SECTIONS: dict[str, set[str]] = {
-    "": {"data_dir", "http", "authentication", "api", "pools"},
+    "": {"data_dir", "http", "authentication", "api", "pools", "migration"},
+    "migration": {"per_pool_limit", "per_host_limit", "retry_delay", "history_keep"},
     "http": {"host", "port", "cert", "key"},
     "authentication": {"default_token_validity", "max_token_validity", "throttling_delay"},
     "api": {"max_message_size", "push_queue_frames", "push_max_pending_objects"},
@@ -101,6 +104,19 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> ServerConfig:
     cfg.max_message_size = int(api.get("max_message_size", cfg.max_message_size))
     cfg.push_max_frames = int(api.get("push_queue_frames", cfg.push_max_frames))
     cfg.push_max_objects = int(api.get("push_max_pending_objects", cfg.push_max_objects))
+    migration = data.get("migration", {})
+    _check_keys("migration", migration)
+    try:
+        cfg.migration = MigrationSettings(
+            per_pool_limit=int(migration.get("per_pool_limit", 3)),
+            per_host_limit=int(migration.get("per_host_limit", 3)),
+            retry_delay_s=parse_duration_ms(migration.get("retry_delay", "10 seconds")) / 1000,
+            history_keep=int(migration.get("history_keep", 1000)),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"[migration] {exc}") from None
+    if cfg.migration.per_pool_limit < 1 or cfg.migration.per_host_limit < 1:
+        raise ConfigError("[migration] limits must be at least 1")
     for entry in data.get("pools", []):
         _check_keys("pools", entry)
         if "url" not in entry or "username" not in entry:

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -179,28 +180,45 @@ class PoolConnection:
                 raise PoolUnavailable(self.label, f"{method}: {exc!r}") from None
         raise PoolUnavailable(self.label, f"{method}: master kept moving")
 
-    async def call_async(self, method: str, *args: Any) -> Any:
+    async def call_async(
+        self,
+        method: str,
+        *args: Any,
+        on_task: Callable[[str], None] | None = None,
+        cancel_on_cancel: bool = True,
+    ) -> Any:
         """Run `Async.<method>`, wait for its task through the event stream, return the
         decoded result; XapiError / TaskCancelled on failure; the task is always destroyed.
-        Cancelling the caller cancels the XAPI task."""
+
+        `on_task` is told the task ref as soon as XAPI returns it (to follow its progress or
+        cancel it). Cancelling the caller cancels the XAPI task, unless `cancel_on_cancel` is
+        false: then the XAPI task is left running and not destroyed (the caller is shutting
+        down, not giving up on the operation)."""
         start = asyncio.ensure_future(self.call(f"Async.{method}", *args))
         try:
             task_ref = await asyncio.shield(start)
         except asyncio.CancelledError:
             # The XAPI task may still get created: cancel and destroy it once it is known.
-            cleanup = asyncio.ensure_future(self._abandon(start))
+            cleanup = asyncio.ensure_future(self._abandon(start) if cancel_on_cancel else start)
             self._cleanups.add(cleanup)
             cleanup.add_done_callback(self._cleanups.discard)
             raise
+        if on_task is not None:
+            on_task(task_ref)
         watch = self.cache.watch_task(task_ref)
+        detached = False
         try:
             task = await self._wait_task(watch)
         except asyncio.CancelledError:
-            await self._cancel_task(task_ref, watch)
+            if cancel_on_cancel:
+                await self._cancel_task(task_ref, watch)
+            else:
+                detached = True
             raise
         finally:
             self.cache.unwatch(watch)
-            await self._destroy_task(task_ref)
+            if not detached:
+                await self._destroy_task(task_ref)
         return task_outcome(task_ref, task)
 
     # -- tasks -------------------------------------------------------------------------

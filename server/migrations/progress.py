@@ -89,6 +89,10 @@ class ProgressTracker:
             self._max_xapi = max(self._max_xapi, p)
         self._sample()
 
+    def floor(self, progress: float) -> None:
+        """Never report less than `progress` (a retried transfer keeps what was shown)."""
+        self._progress = max(self._progress, min(RUNNING_CAP, progress))
+
     def finish(self) -> None:
         self._disk_done = float(self.disk_total)
         self._memory_done = float(self.memory_total)

@@ -85,7 +85,13 @@ class XoClient:
             await self.ws.send_str(message)
 
     async def request(
-        self, method: str, params: Any = None, *, req_id: Any = None, version: str | None = "2.0"
+        self,
+        method: str,
+        params: Any = None,
+        *,
+        req_id: Any = None,
+        version: str | None = "2.0",
+        timeout: float = 10.0,
     ) -> dict[str, Any]:
         """Send one request; the whole response message."""
         req_id = self.next_id() if req_id is None else req_id
@@ -98,10 +104,10 @@ class XoClient:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
         await self.send_raw(message)
-        return await asyncio.wait_for(fut, 10)
+        return await asyncio.wait_for(fut, timeout)
 
-    async def call(self, method: str, params: Any = None) -> Any:
-        response = await self.request(method, params)
+    async def call(self, method: str, params: Any = None, *, timeout: float = 10.0) -> Any:
+        response = await self.request(method, params, timeout=timeout)
         if "error" in response:
             raise RpcError(response["error"])
         return response["result"]
