@@ -46,6 +46,7 @@ class ProgressTracker:
         self.memory_total = max(memory_bytes, 1)
         self._clock = clock
         self.phase = "preflight"
+        self.transferring = False
         self._disk_done = 0.0
         self._memory_done = 0.0
         self._max_xapi = 0.0
@@ -61,16 +62,19 @@ class ProgressTracker:
         return round(self._disk_done + self._memory_done)
 
     def start_transfer(self) -> None:
-        """The XAPI migration call started: the first phase is disks or memory."""
-        self.phase = "disks" if self.storage_motion and self.disk_total else "memory"
+        """The XAPI migration task exists; its phases begin with its first progress."""
+        self.transferring = True
         self._max_xapi = 0.0
         self._samples.clear()
-        self._sample()
 
     def observe(self, xapi_progress: float) -> None:
         p = min(1.0, max(0.0, xapi_progress))
         if self.phase == "preflight":
-            self.start_transfer()
+            if p <= 0.0:
+                return  # XAPI is still checking and reserving
+            self.transferring = True
+            self.phase = "disks" if self.storage_motion and self.disk_total else "memory"
+            self._sample_at_start()
         if self.phase == "disks":
             if self._max_xapi - p >= PHASE_RESTART_DROP:
                 self._disk_done = float(self.disk_total)
@@ -88,6 +92,17 @@ class ProgressTracker:
                 self.phase = "finishing"
             self._max_xapi = max(self._max_xapi, p)
         self._sample()
+
+    def enter_finishing(self) -> None:
+        """XAPI stopped accepting cancellation after the memory copy: the switch-over."""
+        if self.phase == "memory":
+            self._memory_done = float(self.memory_total)
+            self.phase = "finishing"
+            self._sample()
+
+    def _sample_at_start(self) -> None:
+        self._samples.clear()
+        self._samples.append((self._clock(), self._disk_done + self._memory_done))
 
     def floor(self, progress: float) -> None:
         """Never report less than `progress` (a retried transfer keeps what was shown)."""
@@ -125,5 +140,5 @@ class ProgressTracker:
             bytes_done=self.bytes_done,
             bytes_total=self.bytes_total,
             rate=rate,
-            eta=None if eta is None else round(eta, 1),
+            eta=None if eta is None else round(eta, 2),
         )

@@ -525,8 +525,16 @@ class MigrationService:
             if m is None or not m.active:
                 continue
             m.xapi_task_id = obj["id"]
-            if m.tracker is not None and m.in_xapi_task and m.tracker.phase != "preflight":
+            # Only a pending task's progress means anything: XAPI sets 1.0 on failure too.
+            if (
+                m.tracker is not None
+                and m.in_xapi_task
+                and m.tracker.transferring
+                and obj.get("status") == "pending"
+            ):
                 m.tracker.observe(float(obj.get("progress") or 0.0))
+                if "cancel" not in obj.get("allowedOperations", ["cancel"]):
+                    m.tracker.enter_finishing()
             self._publish(m)
 
 
