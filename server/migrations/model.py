@@ -93,6 +93,7 @@ class Migration:
             "migrationNetwork": plan.migration_network,
             "xapiTask": self.xapi_task_id,
             "xapiTaskRef": self.xapi_task_ref,
+            "xapiPool": self.xapi_pool,
             "error": self.error,
             "created": self.created,
             "started": self.started,

@@ -26,6 +26,7 @@ from typing import Any
 
 from server import errors
 from server.errors import RpcError, XoError
+from server.migrations.hints import hint_for
 from server.migrations.history import MigrationHistory
 from server.migrations.model import Migration
 from server.migrations.plan import MigrationRequest, Plan, PlanError, make_plan, storage_fallback
@@ -461,12 +462,24 @@ class MigrationService:
             }
             self.history.save(record, request)
             return
-        # Running at the stop: XAPI kept going without us. Say where the VM ended up.
+        # Running at the stop: XAPI kept going without us. Follow its task to the end (from
+        # the cache: no XAPI call), then say how it ended and where the VM is.
+        task = await self._settled_task(record, conn)
         vm = self.store.get(req.vm)
         arrived = vm is not None and vm.get("$container") == record.get("targetHost")
         record["finished"] = time.time()
-        if arrived:
-            record.update(status="success", progress=1.0, phase="done", eta=0.0)
+        if (task is not None and task.get("status") == "success") or arrived:
+            record.update(status="success", progress=1.0, phase="done", eta=0.0, error=None)
+        elif task is not None and task.get("status") in ("failure", "cancelled"):
+            info = list(task.get("error_info") or [])
+            code = info[0] if info else "TASK_CANCELLED"
+            record.update(status="cancelled" if task["status"] == "cancelled" else "failure")
+            record["error"] = {
+                "code": code,
+                "params": info[1:],
+                "message": f"{code}({', '.join(info[1:])})",
+                "hint": hint_for(code),
+            }
         else:
             record.update(status="interrupted")
             record["error"] = {
@@ -475,7 +488,22 @@ class MigrationService:
                 "message": "the server restarted while this migration was running",
                 "hint": "Check where the VM is now; start the migration again if needed.",
             }
+        record.update(rate=None, queuePosition=None, waitingFor=None)
         self.history.save(record, request)
+        self.store.set(record)
+        if task is not None and conn is not None and task.get("status") != "pending":
+            with contextlib.suppress(XapiError, PoolUnavailable):
+                await conn.call("task.destroy", task["_xapiRef"])
+
+    async def _settled_task(self, record: dict[str, Any], conn: Any) -> dict[str, Any] | None:
+        pool, ref = record.get("xapiPool"), record.get("xapiTaskRef")
+        if conn is None or not pool or not ref:
+            return None
+        while True:
+            task = self.store.by_ref(pool, ref)
+            if task is None or task.get("status") != "pending":
+                return task
+            await asyncio.sleep(0.2)
 
     async def _ready_connection(self, pool_id: str | None) -> Any:
         deadline = time.monotonic() + self.settings.recover_wait_s
@@ -539,6 +567,4 @@ class MigrationService:
 
 
 def _error_view(code: str, params: list[str], message: str) -> dict[str, Any]:
-    from server.migrations.hints import hint_for
-
     return {"code": code, "params": params, "message": message, "hint": hint_for(code)}

@@ -4,6 +4,7 @@ that speaks like xo-cli, and name -> id lookups over xo.getAllObjects."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,19 +89,19 @@ def migration_settings() -> MigrationSettings:
     return MigrationSettings(retry_delay_s=0.2, cancel_wait_s=10.0)
 
 
-@pytest.fixture
-async def lab(
-    tmp_path: Path, sim: Simulator, manifest: dict[str, Any], migration_settings: MigrationSettings
-) -> AsyncIterator[Lab]:
-    config = make_config(tmp_path, pools=pool_configs(manifest), migration=migration_settings)
+@contextlib.asynccontextmanager
+async def lab_on(sim: Simulator, tmp_path: Path, settings: MigrationSettings) -> AsyncIterator[Lab]:
+    """The server on `sim`'s pools, with a signed-in client, once every pool is connected."""
+    config = make_config(tmp_path, pools=pool_configs(sim.manifest()), migration=settings)
     async with running_server(config) as srv:
         client = await XoClient.connect(srv.ws_url)
         await client.sign_in()
         lab = Lab(sim, srv, client)
+        expected = len(sim.manifest()["pools"])
 
         async def all_connected() -> bool:
             servers = await client.call("server.getAll")
-            return len(servers) == 2 and all(s["status"] == "connected" for s in servers)
+            return len(servers) == expected and all(s["status"] == "connected" for s in servers)
 
         await wait_until(all_connected)
         try:
@@ -108,3 +109,11 @@ async def lab(
         finally:
             for c in [client, *lab.clients]:
                 await c.close()
+
+
+@pytest.fixture
+async def lab(
+    tmp_path: Path, sim: Simulator, migration_settings: MigrationSettings
+) -> AsyncIterator[Lab]:
+    async with lab_on(sim, tmp_path, migration_settings) as running:
+        yield running
