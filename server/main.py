@@ -76,7 +76,13 @@ async def _start_embedded_lab(stack: contextlib.AsyncExitStack) -> list[PoolConf
     from xen.sim.main import DEFAULT_PORT
 
     sim: Any = Simulator(load_lab(), port=DEFAULT_PORT)
-    await sim.start()
+    try:
+        await sim.start()
+    except OSError:
+        # Another simulator holds the usual port: any free port does, pools are found by id.
+        await sim.stop()
+        sim = Simulator(load_lab(), port=0)
+        await sim.start()
     stack.push_async_callback(sim.stop)
     pools = []
     for pool in sim.manifest()["pools"]:
