@@ -204,14 +204,15 @@ class Authenticator:
     def _validity_ms(self, expires_in: float | int | str | None) -> float:
         if expires_in is None:
             return self._settings.default_token_validity_ms
+        shown = _js_string(expires_in)  # the messages quote the value as JavaScript prints it
         try:
             ms = parse_duration_ms(expires_in)
         except ValueError:
-            raise AuthError(f"invalid expiresIn duration: {expires_in}") from None
+            raise AuthError(f"invalid expiresIn duration: {shown}") from None
         if ms < 60e3:
-            raise AuthError(f"invalid expiresIn duration: {expires_in}")
+            raise AuthError(f"invalid expiresIn duration: {shown}")
         if ms > self._settings.max_token_validity_ms:
-            raise AuthError(f"too high expiresIn duration: {expires_in}")
+            raise AuthError(f"too high expiresIn duration: {shown}")
         return ms
 
     def _client_token(self, user_id: str, client_id: str, salt: str) -> str:
@@ -250,3 +251,10 @@ def _load_secret(path: Path) -> bytes:
     with os.fdopen(fd, "wb") as f:
         f.write(secret)
     return secret
+
+
+def _js_string(value: float | int | str) -> str:
+    """`String(value)` in JavaScript: JSON numbers have no int/float split, so 1000.0 is "1000"."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    return str(value)
