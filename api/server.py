@@ -87,6 +87,7 @@ async def set_(call: Call, params: SetParams) -> None:
         rec.username = params.username
     if params.password is not None:
         rec.password, rec.password_env = params.password, ""
+        rec.credentials_error = ""  # a new password ends the degraded state
     if params.allowUnauthorized is not None:
         rec.allow_unauthorized = params.allowUnauthorized
     call.state.db.update_server(rec)

@@ -22,8 +22,9 @@ from typing import Any
 from aiohttp import web
 
 import api
-from server.auth import Authenticator
+from server.auth import Authenticator, load_secret
 from server.config import ServerConfig
+from server.credentials import CredentialCipher
 from server.db import Database, ServerRecord
 from server.dispatch import Dispatcher
 from server.http_rpc import handle_api_post
@@ -60,11 +61,13 @@ def record_to_pool_config(rec: ServerRecord) -> PoolConfig:
         allow_unauthorized=rec.allow_unauthorized,
         ca_file=rec.ca_file,
         enabled=rec.enabled,
+        credentials_error=rec.credentials_error,
     )
 
 
 def build_state(config: ServerConfig, store: ObjectStore | None = None) -> ServerState:
-    db = Database(config.data_dir / "xo-migrate.db")
+    cipher = CredentialCipher(load_secret(config.data_dir / "secret.key"))
+    db = Database(config.data_dir / "xo-migrate.db", cipher)
     store = store if store is not None else ObjectStore()
     return ServerState(
         config=config,
@@ -100,6 +103,8 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         state.pools = manager_class(state.store)
         await state.pools.start()
         for rec in state.db.servers():
+            if rec.credentials_error:
+                log.warning("event=credentials_unreadable server=%s label=%s", rec.id, rec.label)
             await state.pools.add(record_to_pool_config(rec))
     else:
         log.warning("event=pools_unavailable reason=xen.pools_missing")
@@ -142,6 +147,7 @@ def _seed_config_pools(state: ServerState) -> None:
             continue
         rec.url, rec.username = cfg.url, cfg.username
         rec.password, rec.password_env = cfg.password, cfg.password_env
+        rec.credentials_error = ""  # the file gives the password again
         rec.label, rec.allow_unauthorized, rec.ca_file = (
             cfg.label,
             cfg.allow_unauthorized,

@@ -88,7 +88,7 @@ class Authenticator:
     def __init__(self, db: Database, data_dir: Path, settings: AuthSettings) -> None:
         self._db = db
         self._settings = settings
-        self._secret = _load_secret(data_dir / "secret.key")
+        self._secret = load_secret(data_dir / "secret.key")
         self._failures: dict[str, float] = {}  # email -> monotonic time of the last failure
         # Verifying against this keeps unknown emails as slow as wrong passwords.
         self._dummy_hash = hash_password(secrets.token_hex(8))
@@ -240,7 +240,9 @@ class Authenticator:
         return count
 
 
-def _load_secret(path: Path) -> bytes:
+def load_secret(path: Path) -> bytes:
+    """The server secret (created on first use): token HMACs, and the key of stored pool
+    passwords is derived from it (server/credentials.py)."""
     try:
         return path.read_bytes()
     except FileNotFoundError:

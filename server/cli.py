@@ -20,6 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--port", type=int, default=None, help="port every host listens on")
     sim.add_argument("--manifest", help="write a JSON manifest of pools and hosts here")
     sim.add_argument("--time-scale", type=float, default=None, help="override timing.time_scale")
+    sim.add_argument(
+        "--https",
+        action="store_true",
+        default=None,
+        help="serve TLS with a self-signed certificate per host (as real hosts on 443)",
+    )
 
     args = parser.parse_args(argv)
     if args.command == "sim":

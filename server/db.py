@@ -4,17 +4,24 @@ One file, `<data dir>/xo-migrate.db`, WAL mode. Statements are small and indexed
 the event loop thread (sub-millisecond); the expensive part of a sign-in, password hashing,
 runs in a worker thread (server/auth.py).
 
-Tokens are stored only as their SHA-256 (`hash`), never in clear.
+Tokens are stored only as their SHA-256 (`hash`), never in clear. Pool passwords
+(`servers.password`) are stored encrypted (server/credentials.py); clear ones left by older
+versions are encrypted when the database is opened.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from server.credentials import CredentialCipher, CredentialsUnreadable
+
+log = logging.getLogger("xo_migrate.db")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -115,17 +122,43 @@ class ServerRecord:
     ca_file: str = ""
     enabled: bool = True
     created_at: float = 0.0
+    # Set when the stored password cannot be decrypted (`password` is then ""): the stored
+    # value is kept as is until a new password is given.
+    credentials_error: str = ""
+
+    def __repr__(self) -> str:  # never leak the password into logs
+        return f"ServerRecord(id={self.id!r}, url={self.url!r}, username={self.username!r})"
 
 
 class Database:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, cipher: CredentialCipher) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._cipher = cipher
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._encrypt_clear_passwords()
+
+    def _encrypt_clear_passwords(self) -> None:
+        """Encrypt the clear passwords of older versions, and scrub them from the file."""
+        rows = self._db.execute("SELECT id, password FROM servers WHERE password != ''").fetchall()
+        clear = [(sid, pw) for sid, pw in rows if not self._cipher.is_encrypted(pw)]
+        if not clear:
+            return
+        # secure_delete zeroes the old cell contents; the checkpoint then rewrites the pages
+        # in the main file and empties the WAL, so no copy of the clear text is left behind.
+        self._db.execute("PRAGMA secure_delete=ON")
+        with self._db:
+            for sid, password in clear:
+                self._db.execute(
+                    "UPDATE servers SET password = ? WHERE id = ?",
+                    (self._cipher.encrypt(password), sid),
+                )
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        log.info("event=credentials_encrypted servers=%d", len(clear))
 
     def close(self) -> None:
         self._db.close()
@@ -242,7 +275,7 @@ class Database:
                 rec.id,
                 rec.url,
                 rec.username,
-                rec.password,
+                self._cipher.encrypt(rec.password),
                 rec.password_env,
                 rec.label,
                 int(rec.allow_unauthorized),
@@ -253,13 +286,18 @@ class Database:
         )
 
     def update_server(self, rec: ServerRecord) -> None:
+        if rec.credentials_error:
+            # The password is unknown: keep the stored one (the old key may come back).
+            password_sql, password_args = "", ()
+        else:
+            password_sql, password_args = " password = ?,", (self._cipher.encrypt(rec.password),)
         self._db.execute(
-            "UPDATE servers SET url = ?, username = ?, password = ?, password_env = ?, label = ?,"
-            " allow_unauthorized = ?, ca_file = ?, enabled = ? WHERE id = ?",
+            f"UPDATE servers SET url = ?, username = ?,{password_sql} password_env = ?,"
+            " label = ?, allow_unauthorized = ?, ca_file = ?, enabled = ? WHERE id = ?",
             (
                 rec.url,
                 rec.username,
-                rec.password,
+                *password_args,
                 rec.password_env,
                 rec.label,
                 int(rec.allow_unauthorized),
@@ -272,9 +310,13 @@ class Database:
     def remove_server(self, server_id: str) -> bool:
         return self._db.execute("DELETE FROM servers WHERE id = ?", (server_id,)).rowcount > 0
 
-    @staticmethod
-    def _server(row: tuple[Any, ...]) -> ServerRecord:
-        sid, url, username, password, pw_env, label, unauth, ca, enabled, created = row
-        return ServerRecord(
-            sid, url, username, password, pw_env, label, bool(unauth), ca, bool(enabled), created
+    def _server(self, row: tuple[Any, ...]) -> ServerRecord:
+        sid, url, username, stored, pw_env, label, unauth, ca, enabled, created = row
+        rec = ServerRecord(
+            sid, url, username, "", pw_env, label, bool(unauth), ca, bool(enabled), created
         )
+        try:
+            rec.password = self._cipher.decrypt(stored)
+        except CredentialsUnreadable as exc:
+            rec.credentials_error = str(exc)
+        return rec

@@ -23,6 +23,9 @@ class PoolConfig:
     allow_unauthorized: bool = False  # accept self-signed certificates (XAPI's default)
     ca_file: str = ""  # pin a CA/certificate instead
     enabled: bool = True
+    # Why the stored password cannot be used (it could not be decrypted): such a pool is
+    # never connected, its status shows this error until a new password is given.
+    credentials_error: str = ""
 
     def resolved_password(self) -> str:
         if self.password_env:

@@ -33,6 +33,7 @@ from xen.session import (
     AuthFailed,
     Credentials,
     HostIsSlave,
+    TlsFailed,
     TlsOptions,
     XapiSession,
 )
@@ -75,6 +76,7 @@ class ConnectionOptions:
     auth_max_attempts: int = 5  # then give up until enable()/re-add
     call_wait: float = 5.0  # how long call() waits for a pool that is reconnecting
     cancel_grace: float = 5.0  # after task.cancel, how long to wait for the task to settle
+    destroy_wait: float = 120.0  # how long a task.destroy waits for a pool that is reconnecting
     close_timeout: float = 2.0  # how long aclose() waits for threads (logouts)
     classes: tuple[str, ...] = MIGRATION_CLASSES
 
@@ -174,7 +176,7 @@ class PoolConnection:
                 # Nothing was sent: wait for the supervisor to find the master again.
                 self._suspect_urls.add(url)
                 await self._wait_for_reconnect(self._generation, exc)
-            except AuthFailed as exc:
+            except (AuthFailed, TlsFailed) as exc:
                 raise PoolUnavailable(self.label, str(exc)) from None
             except TRANSPORT_ERRORS as exc:
                 raise PoolUnavailable(self.label, f"{method}: {exc!r}") from None
@@ -185,21 +187,27 @@ class PoolConnection:
         method: str,
         *args: Any,
         on_task: Callable[[str], None] | None = None,
-        cancel_on_cancel: bool = True,
+        cancel_on_cancel: bool | Callable[[], bool] = True,
     ) -> Any:
         """Run `Async.<method>`, wait for its task through the event stream, return the
         decoded result; XapiError / TaskCancelled on failure; the task is always destroyed.
 
         `on_task` is told the task ref as soon as XAPI returns it (to follow its progress or
         cancel it). Cancelling the caller cancels the XAPI task, unless `cancel_on_cancel` is
-        false: then the XAPI task is left running and not destroyed (the caller is shutting
-        down, not giving up on the operation)."""
+        false (or a callable answering false at that moment): then the XAPI task is left
+        running and not destroyed (the caller is shutting down, not giving up on the
+        operation). PoolUnavailable once the task exists means only that we lost sight of
+        it: it may still be running; `follow_task` picks it up again."""
+
+        def wants_cancel() -> bool:
+            return cancel_on_cancel() if callable(cancel_on_cancel) else cancel_on_cancel
+
         start = asyncio.ensure_future(self.call(f"Async.{method}", *args))
         try:
             task_ref = await asyncio.shield(start)
         except asyncio.CancelledError:
             # The XAPI task may still get created: cancel and destroy it once it is known.
-            cleanup = asyncio.ensure_future(self._abandon(start) if cancel_on_cancel else start)
+            cleanup = asyncio.ensure_future(self._abandon(start) if wants_cancel() else start)
             self._cleanups.add(cleanup)
             cleanup.add_done_callback(self._cleanups.discard)
             raise
@@ -210,15 +218,36 @@ class PoolConnection:
         try:
             task = await self._wait_task(watch)
         except asyncio.CancelledError:
-            if cancel_on_cancel:
+            if wants_cancel():
                 await self._cancel_task(task_ref, watch)
             else:
                 detached = True
+            raise
+        except PoolUnavailable:
+            detached = True  # still running as far as we know: the caller may follow it
             raise
         finally:
             self.cache.unwatch(watch)
             if not detached:
                 await self._destroy_task(task_ref)
+        return task_outcome(task_ref, task)
+
+    async def follow_task(self, task_ref: str) -> Any:
+        """Wait for an existing task to end (through the event stream), destroy it and return
+        its decoded result, as `call_async` does; for a task whose wait was cut short by a
+        lost connection. XapiError("TASK_DESTROYED") if it vanished meanwhile."""
+        watch = self.cache.watch_task(task_ref)
+        try:
+            task = await self._wait_task(watch)
+        except XapiError as exc:
+            if exc.code == "TASK_DESTROYED":
+                raise
+            # A XAPI failure reading the task, not the task's outcome: it may still exist.
+            await self._destroy_task(task_ref)
+            raise
+        finally:
+            self.cache.unwatch(watch)
+        await self._destroy_task(task_ref)
         return task_outcome(task_ref, task)
 
     # -- tasks -------------------------------------------------------------------------
@@ -264,10 +293,24 @@ class PoolConnection:
             log.info("pool=%s task=%s cancel: %s", self.label, task_ref, exc)
 
     async def _destroy_task(self, task_ref: str) -> None:
+        if not self._ready.is_set() and not self._stopped:
+            # Reconnecting: destroy it once back, without holding the caller up (XAPI would
+            # otherwise keep the finished task for 65 minutes).
+            cleanup = asyncio.ensure_future(self._destroy_when_ready(task_ref))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
+            return
         try:
             await self.call("task.destroy", task_ref)
         except (XapiError, PoolUnavailable) as exc:
             log.info("pool=%s task=%s destroy failed: %s", self.label, task_ref, exc)
+
+    async def _destroy_when_ready(self, task_ref: str) -> None:
+        try:
+            await self.wait_ready(self.options.destroy_wait)
+            await self.call("task.destroy", task_ref)
+        except (XapiError, PoolUnavailable) as exc:
+            log.info("pool=%s task=%s deferred destroy failed: %s", self.label, task_ref, exc)
 
     # -- worker threads ----------------------------------------------------------------
 
@@ -309,12 +352,14 @@ class PoolConnection:
                 await self._connect_and_stream()
             except asyncio.CancelledError:
                 raise
-            except AuthFailed as exc:
+            except (AuthFailed, TlsFailed) as exc:
+                # Configuration errors (credentials, untrusted certificate): slow, bounded.
                 auth_failures += 1
                 self._lost(str(exc), "disconnected")
                 if auth_failures >= opts.auth_max_attempts:
                     self.last_error = f"{exc} (gave up after {auth_failures} attempts)"
-                    log.error("pool=%s giving up: wrong credentials", self.label)
+                    reason = "wrong credentials" if isinstance(exc, AuthFailed) else "TLS"
+                    log.error("pool=%s giving up: %s", self.label, reason)
                     return
                 await asyncio.sleep(opts.auth_retry_interval)
                 continue
@@ -403,6 +448,7 @@ class PoolConnection:
         ordered = list(dict.fromkeys(candidates))
         ordered.sort(key=lambda u: u in self._suspect_urls)  # stable: suspects last
         last_exc: BaseException | None = None
+        tls_exc: TlsFailed | None = None  # reported first: it needs the user, not a retry
         for start_url in ordered:
             url = start_url
             for _hop in range(_MAX_REDIRECTS):
@@ -426,6 +472,10 @@ class PoolConnection:
                 except AuthFailed:
                     session.close()
                     raise
+                except TlsFailed as exc:
+                    session.close()
+                    tls_exc = exc
+                    break
                 except TRANSPORT_ERRORS as exc:
                     session.close()
                     self._suspect_urls.add(url)
@@ -437,6 +487,8 @@ class PoolConnection:
                 self._event_session = session
                 self.master_url = url
                 return session
+        if tls_exc is not None:
+            raise tls_exc
         raise last_exc if last_exc is not None else PoolUnavailable(self.label, "no master found")
 
     def _redirect(self, address: str) -> None:

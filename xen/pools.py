@@ -77,6 +77,8 @@ class PoolManager:
                 "allowUnauthorized": cfg.allow_unauthorized,
                 "status": conn.status if conn is not None else "disconnected",
             }
+            if cfg.credentials_error:
+                entry["error"] = cfg.credentials_error
             if conn is not None:
                 if conn.last_error:
                     entry["error"] = conn.last_error
@@ -101,6 +103,10 @@ class PoolManager:
         return list(self._connections.values())
 
     def _connect(self, cfg: PoolConfig) -> None:
+        if cfg.credentials_error:
+            # Nothing to log in with: stay disconnected (statuses() says why), never try.
+            log.warning("server=%s not connecting: unreadable credentials", cfg.id)
+            return
         conn = PoolConnection(cfg, self.store, self.options)
         self._connections[cfg.id] = conn
         conn.start()

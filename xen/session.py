@@ -19,7 +19,7 @@ from typing import Any
 import XenAPI
 
 from xen.errors import XapiError
-from xen.wire import prepare_arg
+from xen.wire import prepare_arg, url_host
 
 log = logging.getLogger("xo_migrate.xen.session")
 
@@ -91,13 +91,36 @@ class TlsOptions:
     ca_file: str = ""
 
     def context(self) -> ssl.SSLContext:
+        """TlsFailed when `ca_file` cannot be loaded (missing, not PEM)."""
         if self.allow_unauthorized:
             return ssl._create_unverified_context()
-        ctx = ssl.create_default_context(cafile=self.ca_file or None)
+        try:
+            ctx = ssl.create_default_context(cafile=self.ca_file or None)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise TlsFailed(f"cannot load ca_file {self.ca_file}: {exc}") from None
         if self.ca_file:
             # A pinned XAPI certificate names the host by IP or by a name we do not use.
             ctx.check_hostname = False
         return ctx
+
+    def failure(self, url: str, exc: ssl.SSLError) -> TlsFailed | None:
+        """The TlsFailed to raise for `exc`, None when it is a transient TLS error (a host
+        that vanished mid-handshake) to be handled like any broken connection."""
+        host = url_host(url)
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            reason = exc.verify_message or exc.reason or str(exc)
+            if self.ca_file:
+                return TlsFailed(
+                    f"TLS certificate of {host} rejected: {reason}; it is not signed by a"
+                    f" certificate of ca_file {self.ca_file}"
+                )
+            return TlsFailed(
+                f"TLS certificate of {host} rejected: {reason}; XAPI hosts use self-signed"
+                " certificates: set allowUnauthorized, or pin them with ca_file"
+            )
+        if exc.reason in ("WRONG_VERSION_NUMBER", "UNSUPPORTED_PROTOCOL", "RECORD_LAYER_FAILURE"):
+            return TlsFailed(f"TLS handshake with {host} failed ({exc.reason}): is it https?")
+        return None
 
 
 class HostIsSlave(Exception):
@@ -112,12 +135,19 @@ class AuthFailed(Exception):
     """SESSION_AUTHENTICATION_FAILED: wrong credentials, never retried in a tight loop."""
 
 
+class TlsFailed(Exception):
+    """The host's TLS certificate is not trusted (or it does not speak TLS, or ca_file is
+    unusable): a configuration error, retried slowly like wrong credentials, never in a loop.
+    Not an OSError on purpose: it must not pass for a transient connection failure."""
+
+
 class XapiSession:
     """One logged-in XenAPI session bound to one URL, used by one thread at a time."""
 
     def __init__(self, url: str, creds: Credentials, tls: TlsOptions, timeout: float) -> None:
         self.url = url
         self._creds = creds
+        self._tls = tls
         if url.startswith("https:"):
             self._transport: TimeoutTransport | TimeoutSafeTransport = TimeoutSafeTransport(
                 timeout, tls.context()
@@ -134,6 +164,8 @@ class XapiSession:
             )
         except XenAPI.Failure as exc:
             raise translate_failure(exc.details, "session.login_with_password") from None
+        except ssl.SSLError as exc:
+            raise self._tls.failure(self.url, exc) or exc from None
         self.logged_in = True
 
     def call(self, method: str, args: tuple[Any, ...]) -> Any:
@@ -147,6 +179,8 @@ class XapiSession:
             raise XapiError(
                 "XMLRPC_FAULT", [str(exc.faultCode), exc.faultString], call={"method": method}
             ) from None
+        except ssl.SSLError as exc:  # a new connection (after a drop) met a bad certificate
+            raise self._tls.failure(self.url, exc) or exc from None
 
     def logout(self) -> None:
         if not self.logged_in:

@@ -14,6 +14,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from xen.sim import (  # noqa: F401 - they register their messages
+    certs,
     events,
     migration,
     sessions,

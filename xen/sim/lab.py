@@ -133,6 +133,7 @@ class Lab:
     # Real seconds an event.from waits to batch changes (xapi: 50 ms).
     event_batch_delay_s: float = 0.05
     source: str = "<generated>"
+    https: bool = False  # [server] https: hosts serve TLS with self-signed certificates
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -158,12 +159,18 @@ def parse_lab(doc: dict[str, Any], source: str = "<dict>") -> Lab:
     timing = _build(Timing, doc.pop("timing", {}), "timing")
     faults = [_build(Fault, f, f"faults[{i}]") for i, f in enumerate(doc.pop("faults", []))]
     batch = float(doc.pop("event_batch_delay_s", 0.05))
+    server = dict(doc.pop("server", {}))
+    https = server.pop("https", False)
+    if server:
+        raise LabError(f"server: unknown keys {sorted(server)}")
+    if not isinstance(https, bool):
+        raise LabError("server.https: must be true or false")
     pools = []
     for i, raw in enumerate(doc.pop("pools", [])):
         pools.append(_parse_pool(dict(raw), creds, f"pools[{i}]"))
     if doc:
         raise LabError(f"{source}: unknown top-level keys {sorted(doc)}")
-    lab = Lab(pools, cpus, timing, faults, batch, source)
+    lab = Lab(pools, cpus, timing, faults, batch, source, https)
     validate(lab)
     return lab
 

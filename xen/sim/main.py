@@ -25,6 +25,8 @@ def describe(sim: Simulator) -> str:
         lines.append(
             f"  {pool['name']}: master {pool['master']} ({pool['username']} / {pool['password']})"
         )
+        if "ca_file" in pool:
+            lines.append(f"    self-signed certificates of its hosts: {pool['ca_file']}")
         for host in pool["hosts"]:
             lines.append(f"    {host['name']:<8} {host['address']:<12} {host['uuid']}")
     return "\n".join(lines)
@@ -37,7 +39,9 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
 async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> None:
     lab = load_lab(args.lab)
     port = args.port if args.port is not None else DEFAULT_PORT
-    sim = Simulator(lab, port=port, time_scale=args.time_scale)
+    # --https forces TLS on; without it the lab file's [server] https decides.
+    https = True if getattr(args, "https", None) else None
+    sim = Simulator(lab, port=port, time_scale=args.time_scale, https=https)
     await sim.start()
     try:
         if args.manifest:

@@ -59,7 +59,7 @@ class SimPool:
         return self.db.get("host", host_ref)["address"]
 
     def base_url(self, address: str) -> str:
-        return f"http://{address}:{self.sim.port}"
+        return f"{self.sim.scheme}://{address}:{self.sim.port}"
 
     @property
     def master_url(self) -> str:

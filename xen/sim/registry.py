@@ -126,6 +126,10 @@ class SimulatorLike(Protocol):
     @property
     def pools(self) -> list[PoolLike]: ...
 
+    def server_certificate(self, address: str) -> str:
+        """The PEM certificate the host at `address` serves (host.get_server_certificate)."""
+        ...
+
 
 class PoolLike(Protocol):
     """What behaviours may rely on from a simulated pool (implemented by sim-core's SimPool)."""
@@ -145,7 +149,7 @@ class PoolLike(Protocol):
         ...
 
     def base_url(self, address: str) -> str:
-        """ "http://<address>:<port>" as a client reaches that host."""
+        """ "http(s)://<address>:<port>" as a client reaches that host."""
         ...
 
     def create_session(self, username: str) -> str:

@@ -2,6 +2,8 @@
 
 All hosts share one port (as real hosts all use 443). One aiohttp request handler serves
 every listening socket and tells hosts apart by the local address a request arrived on.
+With `https` (argument, or the lab's `[server] https = true`) every host serves TLS with its
+own self-signed certificate (xen/sim/certs.py), as real hosts do, and URLs are https://.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ import asyncio
 import dataclasses
 import logging
 import socket
+import ssl
+from collections import Counter
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from xen.sim import codec
+from xen.sim.certs import HostCertificates
 from xen.sim.db import XapiFailure, default_schema
 from xen.sim.dispatch import MethodTable
 from xen.sim.lab import Lab, load_lab
@@ -27,8 +32,20 @@ CORS = {"Access-Control-Allow-Origin": "*"}
 
 
 class Simulator:
-    def __init__(self, lab: Lab | None = None, port: int = 0, time_scale: float | None = None):
+    def __init__(
+        self,
+        lab: Lab | None = None,
+        port: int = 0,
+        time_scale: float | None = None,
+        *,
+        https: bool | None = None,
+    ):
         self.lab = lab if lab is not None else load_lab()
+        self.https = self.lab.https if https is None else https
+        self.certificates = HostCertificates()
+        # TCP connections accepted per host address (TLS handshakes that fail included):
+        # lets tests see how often a client tries, even when no XAPI call gets through.
+        self.accepted: Counter[str] = Counter()
         self.timing = dataclasses.replace(self.lab.timing)  # shared by every pool
         if time_scale is not None:
             self.timing.time_scale = time_scale
@@ -74,6 +91,15 @@ class Simulator:
     def addresses(self) -> list[str]:
         return [h.address for p in self.lab.pools for h in p.hosts]
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.https else "http"
+
+    def server_certificate(self, address: str) -> str:
+        """The PEM certificate of the host at `address` (made on first use over HTTP too:
+        real hosts always have one)."""
+        return self.certificates.get(address).pem
+
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -82,12 +108,11 @@ class Simulator:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         sockets = self._bind_all()
-        loop = asyncio.get_running_loop()
         for address, sock in sockets.items():
-            self._listeners[address] = await loop.create_server(self._runner.server, sock=sock)
+            self._listeners[address] = await self._create_server(address, sock)
         for pool in self._pools:
             pool.start()
-        log.info("sim_started port=%d hosts=%d", self.port, len(sockets))
+        log.info("sim_started port=%d hosts=%d scheme=%s", self.port, len(sockets), self.scheme)
 
     async def stop(self) -> None:
         for pool in self._pools:
@@ -103,6 +128,7 @@ class Simulator:
         if self._runner is not None:
             await self._runner.cleanup()  # also cancels in-flight handlers
             self._runner = None
+        self.certificates.close()
         log.info("sim_stopped port=%d", self.port)
 
     def _bind_all(self) -> dict[str, socket.socket]:
@@ -143,27 +169,42 @@ class Simulator:
         task.add_done_callback(self._pending_listens.discard)
 
     async def _serve(self, address: str, sock: socket.socket) -> None:
-        assert self._runner is not None
-        server = await asyncio.get_running_loop().create_server(self._runner.server, sock=sock)
-        self._listeners[address] = server
+        self._listeners[address] = await self._create_server(address, sock)
+
+    async def _create_server(self, address: str, sock: socket.socket) -> asyncio.Server:
+        runner = self._runner
+        assert runner is not None
+
+        def protocol() -> Any:
+            self.accepted[address] += 1
+            return runner.server()
+
+        context: ssl.SSLContext | None = None
+        if self.https:
+            context = self.certificates.server_context(address)
+        return await asyncio.get_running_loop().create_server(protocol, sock=sock, ssl=context)
 
     def manifest(self) -> dict[str, Any]:
+        """Pools, masters, credentials and hosts; over HTTPS each pool also names `ca_file`,
+        a PEM bundle of its hosts' certificates to pin (instead of allowing any certificate)."""
         pools = []
         for pool in self._pools:
             hosts = [
                 {"name": rec["name_label"], "uuid": rec["uuid"], "address": rec["address"]}
                 for rec in pool.db.table("host").values()
             ]
-            pools.append(
-                {
-                    "name": pool.name,
-                    "uuid": pool.uuid,
-                    "master": pool.master_url,
-                    "username": pool.spec.username,
-                    "password": pool.spec.password,
-                    "hosts": hosts,
-                }
-            )
+            entry: dict[str, Any] = {
+                "name": pool.name,
+                "uuid": pool.uuid,
+                "master": pool.master_url,
+                "username": pool.spec.username,
+                "password": pool.spec.password,
+                "hosts": hosts,
+            }
+            if self.https:
+                addresses = [h["address"] for h in hosts]
+                entry["ca_file"] = str(self.certificates.bundle(pool.uuid, addresses))
+            pools.append(entry)
         return {"port": self.port, "pools": pools}
 
     # -- HTTP -------------------------------------------------------------------------------
