@@ -52,6 +52,7 @@ def _row(
     row: dict[str, Any] = {"name": name, "value": round(value, 3), "unit": unit}
     if target is not None:
         row["target"] = target
+        row["op"] = ">=" if higher_is_better else "<="
         row["ok"] = value >= target if higher_is_better else value <= target
     return row
 

@@ -60,9 +60,9 @@ class ThreadRunner:
 
     def _worker(self) -> None:
         try:
+            with self._lock:
+                self._waiting += 1
             while True:
-                with self._lock:
-                    self._waiting += 1
                 job = self._jobs.get()
                 with self._lock:
                     self._waiting -= 1
@@ -72,11 +72,15 @@ class ThreadRunner:
                     return
                 loop, future, fn, args = job
                 try:
-                    result = fn(*args)
+                    result, error = fn(*args), None
                 except BaseException as exc:
-                    _deliver(loop, future, None, exc)
-                else:
-                    _deliver(loop, future, result, None)
+                    result, error = None, exc
+                # Counted as waiting BEFORE the caller gets the result: the caller's next call
+                # (often immediate) then reuses this thread instead of spawning another one,
+                # which would log one more XAPI session in.
+                with self._lock:
+                    self._waiting += 1
+                _deliver(loop, future, result, error)
         finally:
             if self._on_exit is not None:
                 try:
