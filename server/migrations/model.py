@@ -36,6 +36,7 @@ class Migration:
     xapi_task_ref: str | None = None
     xapi_task_id: str | None = None
     in_xapi_task: bool = False
+    xapi_done: bool = False  # XAPI reported success: too late to cancel
     cancel_requested: bool = False
     queue_position: int | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)

@@ -13,6 +13,10 @@ XAPI call sequence per migration (no polling: tasks are awaited through the even
 
 Shutting the server down stops watching migrations but never cancels them in XAPI: their
 records stay `running` in the database and are picked up again at the next start.
+
+Losing a pool mid-migration does not fail it: XAPI keeps migrating. Once the connection is
+back (within `recover_wait_s`, else the record ends `interrupted`) the task is followed to its
+end; a task XAPI forgot meanwhile is settled by where the VM is, as after a restart.
 """
 
 from __future__ import annotations
@@ -47,6 +51,16 @@ class MigrationSettings:
     finished_visible_s: float = 3600.0  # finished migrations stay in the live collection
     recover_wait_s: float = 60.0  # at start, how long to wait for a pool to recover a record
     arrival_wait_s: float = 10.0  # after success, how long to wait to see the VM on its target
+
+
+class ConnectionLost(Exception):
+    """We lost sight of a running XAPI task and its pool did not come back in time: the
+    migration's outcome is unknown (status `interrupted`)."""
+
+    def __init__(self, pool: str, reason: str) -> None:
+        self.pool = pool
+        self.reason = reason
+        super().__init__(reason)
 
 
 class MigrationService:
@@ -210,12 +224,20 @@ class MigrationService:
             return {"cancelled": False, "status": record["status"], "reason": "already finished"}
         if not m.active:
             return {"cancelled": False, "status": m.status, "reason": "already finished"}
+        if m.xapi_done:
+            return {
+                "cancelled": False,
+                "status": m.status,
+                "reason": "too late: XAPI has already finished the migration",
+            }
         m.cancel_requested = True
         if not m.in_xapi_task:
             runner = self._runners.get(m.id)
             if runner is not None:
                 runner.cancel()
-            await m.done.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.cancel_wait_s):
+                    await m.done.wait()
             return {"cancelled": m.status == "cancelled", "status": m.status}
         task = self._xapi_task(m)
         if task is not None and "cancel" not in task.get("allowedOperations", []):
@@ -226,8 +248,30 @@ class MigrationService:
                 "reason": "too late: XAPI no longer accepts cancellation at this phase "
                 "(the VM is being switched over to the target host)",
             }
-        conn = self._connection(m.xapi_pool or m.plan.source_pool)
-        await conn.call("task.cancel", m.xapi_task_ref)
+        try:
+            conn = self._connection(m.xapi_pool or m.plan.source_pool)
+            if conn.status != "connected":  # say so now rather than after call()'s wait
+                raise PoolUnavailable(conn.label, conn.last_error or conn.status)
+            await conn.call("task.cancel", m.xapi_task_ref)
+        except PoolUnavailable as exc:
+            m.cancel_requested = False
+            return {
+                "cancelled": False,
+                "status": m.status,
+                "reason": f"cannot reach the pool to cancel ({exc}); the migration goes on "
+                "in XAPI and its outcome will be recorded once the pool is back",
+            }
+        except XapiError as exc:
+            # Typically HANDLE_INVALID: the task ended (and was destroyed) meanwhile.
+            m.cancel_requested = False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.cancel_wait_s):
+                    await m.done.wait()
+            return {
+                "cancelled": m.status == "cancelled",
+                "status": m.status,
+                "reason": f"XAPI refused the cancellation: {exc}",
+            }
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.cancel_wait_s):
                 await m.done.wait()
@@ -246,6 +290,16 @@ class MigrationService:
 
     async def _run(self, m: Migration) -> None:
         try:
+            await self._run_to_end(m)
+        finally:
+            if m.active and not self._closing:
+                # Whatever the exit, the VM lock and the queue slot must be given back.
+                log.error("migration=%s event=ended_without_outcome", m.id)
+                m.set_error("INTERNAL_ERROR", [], "the migration stopped without an outcome")
+                self._finish(m, "failure")
+
+    async def _run_to_end(self, m: Migration) -> None:
+        try:
             await self._execute(m)
         except asyncio.CancelledError:
             if self._closing or not m.cancel_requested:
@@ -255,8 +309,8 @@ class MigrationService:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            self._finish(m, "cancelled")
             m.set_error("TASK_CANCELLED", [], "the migration was cancelled")
+            self._finish(m, "cancelled")
         except TaskCancelled as exc:
             m.set_error("TASK_CANCELLED", exc.params, "the migration was cancelled")
             m.exception = exc
@@ -280,15 +334,21 @@ class MigrationService:
             m.exception = exc
             self._finish(m, "failure")
         except PoolUnavailable as exc:
-            m.set_error("POOL_UNAVAILABLE", [exc.pool], str(exc))
-            m.exception = exc
+            pool_id = self._pool_id(exc.pool)
+            m.set_error("POOL_UNAVAILABLE", [pool_id], str(exc))
+            m.exception = PoolUnavailable(pool_id, exc.reason)  # vm.migrate: objectId = pool
             self._finish(m, "failure")
+        except ConnectionLost as exc:
+            m.set_error("CONNECTION_LOST", [exc.pool], exc.reason)
+            m.exception = PoolUnavailable(exc.pool, exc.reason)
+            self._finish(m, "interrupted")
         except Exception as exc:
             log.exception("migration=%s event=crashed", m.id)
             m.set_error("INTERNAL_ERROR", [], f"{type(exc).__name__}: {exc}")
             m.exception = exc
             self._finish(m, "failure")
         else:
+            m.xapi_done = True  # from now on cancel() says "too late"
             await self._await_arrival(m)
             self._finish(m, "success")
 
@@ -416,7 +476,12 @@ class MigrationService:
     async def _xapi_call(
         self, m: Migration, conn: Any, method: str, *args: Any, track: bool = True
     ) -> Any:
+        """`Async.<method>` on `conn`, as `call_async`; `track`: it moves the VM (progress is
+        followed, and a task that vanishes is settled by where the VM ended up)."""
+        started: list[str] = []
+
         def on_task(task_ref: str) -> None:
+            started.append(task_ref)
             m.xapi_pool = conn.pool_id
             m.xapi_task_ref = task_ref
             m.xapi_task_id = None
@@ -427,12 +492,86 @@ class MigrationService:
                 m.tracker.start_transfer()
             self._publish(m, persist=True)
 
+        def user_cancelled() -> bool:
+            # A cancel that lands while the Async call is in flight: cancel the task once
+            # known. A shutdown leaves it running (it is recovered at the next start).
+            return m.cancel_requested and not self._closing
+
         try:
-            return await conn.call_async(method, *args, on_task=on_task, cancel_on_cancel=False)
+            return await conn.call_async(
+                method, *args, on_task=on_task, cancel_on_cancel=user_cancelled
+            )
+        except PoolUnavailable as exc:
+            if not started:
+                raise  # nothing was started in XAPI
+            log.warning(
+                "migration=%s event=task_out_of_sight task=%s error=%s", m.id, started[-1], exc
+            )
+            return await self._follow_task(m, m.xapi_pool or conn.pool_id, started[-1], track)
+        except XapiError as exc:
+            if exc.code != "TASK_DESTROYED" or not started or not track:
+                raise
+            return await self._task_vanished(m, started[-1])
         finally:
             m.in_xapi_task = False
             if m.xapi_pool and m.xapi_task_ref:
                 self._by_task.pop((m.xapi_pool, m.xapi_task_ref), None)
+
+    async def _follow_task(self, m: Migration, pool_id: str, task_ref: str, track: bool) -> Any:
+        """The connection dropped while XAPI ran our task: wait (bounded) for the pool to come
+        back, then follow the task to its end through the resynced stream."""
+        while True:
+            conn = await self._ready_connection(pool_id)
+            if conn is None:
+                raise ConnectionLost(
+                    pool_id,
+                    f"lost the connection to pool {pool_id} while XAPI was running the "
+                    f"migration (task {task_ref}) and it did not come back within "
+                    f"{self.settings.recover_wait_s:.0f} s; the outcome is unknown",
+                )
+            try:
+                return await conn.follow_task(task_ref)
+            except PoolUnavailable as exc:
+                log.warning("migration=%s event=task_out_of_sight error=%s", m.id, exc)
+            except XapiError as exc:
+                if exc.code != "TASK_DESTROYED" or not track:
+                    raise
+                return await self._task_vanished(m, task_ref)
+
+    async def _task_vanished(self, m: Migration, task_ref: str) -> None:
+        """XAPI forgot the task before we saw it end (a toolstack restart, a GC): the VM's
+        place says how it went, as after a server restart."""
+        plan = m.plan
+        deadline = time.monotonic() + self.settings.arrival_wait_s
+        while True:
+            vm = self.store.get(plan.vm)
+            where = vm.get("$container") if vm is not None else None
+            if where == plan.target_host:
+                log.info("migration=%s event=task_vanished vm_arrived=true", m.id)
+                return
+            # Still listed by the source pool (just resynced) on another host: it did not move.
+            stayed = vm is not None and vm.get("$pool") == plan.source_pool and where
+            if stayed or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        host = self.store.get(where) if where else None
+        place = (
+            f"still on {host.get('name_label') or where}"
+            if host is not None
+            else "not on its target host"
+        )
+        raise XapiError(
+            "TASK_DESTROYED",
+            [task_ref, f"XAPI lost the migration task before it ended; the VM is {place}"],
+        )
+
+    def _pool_id(self, name: str) -> str:
+        """A pool uuid for a PoolUnavailable that names its connection's label."""
+        connections = self.pools.connections() if self.pools is not None else []
+        for conn in connections:
+            if conn.pool_id and name in (conn.label, conn.pool_id):
+                return str(conn.pool_id)
+        return name
 
     # -- recovery after a restart ----------------------------------------------------------
 
