@@ -72,10 +72,12 @@ class ServerService:
         from server.app import STATE, build_app
         from server.auth import AuthSettings
         from server.config import ServerConfig, pool_id_for
+        from server.gc_tuning import tune_for_server
         from server.migrations.service import MigrationSettings
         from xen.config import PoolConfig
 
         raise_fd_limit()
+        tune_for_server()  # as `xo-migrate serve` does
         config = ServerConfig(
             host="127.0.0.1",
             port=0,

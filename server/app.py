@@ -68,7 +68,7 @@ def record_to_pool_config(rec: ServerRecord) -> PoolConfig:
 def build_state(config: ServerConfig, store: ObjectStore | None = None) -> ServerState:
     cipher = CredentialCipher(load_secret(config.data_dir / "secret.key"))
     db = Database(config.data_dir / "xo-migrate.db", cipher)
-    store = store if store is not None else ObjectStore()
+    store = store if store is not None else ObjectStore(config.push_min_interval_s)
     return ServerState(
         config=config,
         store=store,

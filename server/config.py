@@ -32,6 +32,7 @@ class ServerConfig:
     max_message_size: int = 16 * 1024 * 1024  # bytes, per WebSocket message / HTTP body
     push_max_frames: int = 256  # shared frames queued per connection before coalescing
     push_max_objects: int = 100_000  # coalesced objects per connection before disconnecting
+    push_min_interval_s: float = 0.02  # changes are batched into at most one push per interval
     pools: list[PoolConfig] = field(default_factory=list)
     migration: MigrationSettings = field(default_factory=MigrationSettings)
 
@@ -41,7 +42,12 @@ _SECTIONS: dict[str, set[str]] = {
     "migration": {"per_pool_limit", "per_host_limit", "retry_delay", "history_keep"},
     "http": {"host", "port", "cert", "key"},
     "authentication": {"default_token_validity", "max_token_validity", "throttling_delay"},
-    "api": {"max_message_size", "push_queue_frames", "push_max_pending_objects"},
+    "api": {
+        "max_message_size",
+        "push_queue_frames",
+        "push_max_pending_objects",
+        "push_min_interval",
+    },
     "pools": {
         "id",
         "label",
@@ -104,6 +110,10 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> ServerConfig:
     cfg.max_message_size = int(api.get("max_message_size", cfg.max_message_size))
     cfg.push_max_frames = int(api.get("push_queue_frames", cfg.push_max_frames))
     cfg.push_max_objects = int(api.get("push_max_pending_objects", cfg.push_max_objects))
+    try:
+        cfg.push_min_interval_s = parse_duration_ms(api.get("push_min_interval", "20 ms")) / 1000
+    except ValueError as exc:
+        raise ConfigError(f"[api] {exc}") from None
     migration = data.get("migration", {})
     _check_keys("migration", migration)
     try:

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from server.app import build_app, ssl_context
 from server.config import ConfigError, ServerConfig, load_config, pool_id_for
+from server.gc_tuning import tune_for_server
 from xen.config import PoolConfig
 
 log = logging.getLogger("xo_migrate.main")
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         config.host = args.host
     if args.port is not None:
         config.port = args.port
+    tune_for_server()
     try:
         asyncio.run(serve(config, embedded_lab=not args.config))
     except KeyboardInterrupt:

@@ -67,3 +67,20 @@ async def test_a_failing_subscriber_does_not_starve_the_others() -> None:
     store.set(vm("b"))
     await asyncio.sleep(0)
     assert len(seen) == 1
+
+
+async def test_a_minimum_flush_interval_batches_a_burst_into_few_flushes() -> None:
+    store = ObjectStore(min_flush_interval=0.05)
+    seen: list[ChangeSet] = []
+    store.subscribe(seen.append)
+    store.set(vm("a", n=0))
+    await asyncio.sleep(0)
+    assert len(seen) == 1  # the first change of a quiet store goes out at once
+    for n in range(1, 50):
+        store.set(vm("a", n=n))
+        store.set(vm(f"b{n}"))
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(0.1)
+    assert 2 <= len(seen) <= 4  # ~0.1 s of changes: about two batches, not 49 flushes
+    assert seen[-1].enter["a"]["n"] == 49
+    assert {k for c in seen[1:] for k in c.enter} == {"a", *(f"b{n}" for n in range(1, 50))}

@@ -12,6 +12,7 @@ serialize a change set once and fan it out without extra copies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,7 +38,13 @@ Subscriber = Callable[[ChangeSet], None]
 
 
 class ObjectStore:
-    def __init__(self) -> None:
+    """`min_flush_interval` (seconds) spaces flushes out: changes arriving sooner after a
+    flush wait and are coalesced with the next ones, so a burst of updates costs a few
+    flushes (and pushes) instead of one per event-loop tick. 0 = flush at the next tick."""
+
+    def __init__(self, min_flush_interval: float = 0.0) -> None:
+        self.min_flush_interval = min_flush_interval
+        self._last_flush = float("-inf")
         self._objects: dict[str, XoObject] = {}
         self._by_type: dict[str, dict[str, XoObject]] = {}
         # (pool id, XAPI ref) -> object id; refs are only unique inside one pool.
@@ -141,10 +148,16 @@ class ObjectStore:
             # No loop (synchronous use in a script): deliver at the next explicit flush().
             return
         self._flush_scheduled = True
-        loop.call_soon(self.flush)
+        wait = self._last_flush + self.min_flush_interval - loop.time()
+        if wait > 0:
+            loop.call_later(wait, self.flush)
+        else:
+            loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self._flush_scheduled = False
+        with contextlib.suppress(RuntimeError):
+            self._last_flush = asyncio.get_running_loop().time()
         changes, self._pending = self._pending, ChangeSet()
         self._pending_new = set()
         if not changes:

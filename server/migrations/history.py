@@ -12,6 +12,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS migrations (
     id TEXT PRIMARY KEY,
@@ -41,12 +43,15 @@ class MigrationHistory:
     def close(self) -> None:
         self._db.close()
 
-    def save(self, record: dict[str, Any], request: dict[str, Any]) -> None:
-        self._db.execute(
-            "INSERT INTO migrations (id, vm, user_id, status, created, finished, record, request)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(id) DO UPDATE SET status=excluded.status,"
-            " finished=excluded.finished, record=excluded.record",
+    def save(self, record: dict[str, Any], request: dict[str, Any] | str) -> None:
+        self.save_many([(record, request)])
+
+    def save_many(self, rows: list[tuple[dict[str, Any], dict[str, Any] | str]]) -> None:
+        """Upsert records in one transaction (one WAL commit for a whole batch). A request
+        may come already serialized: it never changes after a migration starts."""
+        if not rows:
+            return
+        params = [
             (
                 record["id"],
                 record["vm"],
@@ -54,10 +59,20 @@ class MigrationHistory:
                 record["status"],
                 record["created"],
                 record.get("finished"),
-                json.dumps(record),
-                json.dumps(request),
-            ),
-        )
+                orjson.dumps(record).decode(),
+                request if isinstance(request, str) else json.dumps(request),
+            )
+            for record, request in rows
+        ]
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO migrations (id, vm, user_id, status, created, finished, record,"
+                " request) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET status=excluded.status,"
+                " finished=excluded.finished, record=excluded.record",
+                params,
+            )
 
     def active(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """(record, request) of migrations that were queued or running at the last stop."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -40,6 +41,10 @@ class Migration:
     cancel_requested: bool = False
     queue_position: int | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    request_json: str = ""  # serialized once: the request never changes
+
+    def __post_init__(self) -> None:
+        self.request_json = json.dumps(self.request.to_json())
 
     @property
     def active(self) -> bool:

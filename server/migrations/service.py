@@ -40,6 +40,8 @@ from xen.store import ChangeSet, ObjectStore
 
 log = logging.getLogger("xo_migrate.migrations")
 
+PRUNE_EVERY = 50  # finished migrations between two history prunes
+
 
 @dataclass(slots=True)
 class MigrationSettings:
@@ -84,6 +86,10 @@ class MigrationService:
         self._runners: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._dirty: dict[str, Migration] = {}
+        self._flush_scheduled = False
+        self._finished_since_prune = 0
+        self._stopped = False
         self._unsubscribe = store.subscribe(self._on_changes)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -100,6 +106,8 @@ class MigrationService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._flush_history()
+        self._stopped = True  # the history closes after us: late callbacks must not write
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
@@ -304,7 +312,7 @@ class MigrationService:
         except asyncio.CancelledError:
             if self._closing or not m.cancel_requested:
                 # Server shutdown: keep the record as it is; it is recovered at next start.
-                self.history.save(m.to_xo(), m.request.to_json())
+                self.history.save(m.to_xo(), m.request_json)
                 raise
             task = asyncio.current_task()
             if task is not None:
@@ -376,9 +384,9 @@ class MigrationService:
             del self._by_vm[m.request.vm]
         if m.xapi_pool and m.xapi_task_ref:
             self._by_task.pop((m.xapi_pool, m.xapi_task_ref), None)
+        self._finished_since_prune += 1
         self._publish(m, persist=True)
         m.done.set()
-        self.history.prune(self.settings.history_keep)
         log.info(
             "migration=%s event=finished status=%s vm=%s duration_s=%.1f error=%s",
             m.id,
@@ -674,7 +682,23 @@ class MigrationService:
         record = m.to_xo()
         self.store.set(record)
         if persist:
-            self.history.save(record, m.request.to_json())
+            # Written behind, once per event-loop tick for every migration that changed:
+            # a burst of 200 migrations costs a few transactions, not hundreds.
+            self._dirty[m.id] = m
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush_history)
+
+    def _flush_history(self) -> None:
+        self._flush_scheduled = False
+        if self._stopped:
+            return
+        dirty, self._dirty = self._dirty, {}
+        if dirty:
+            self.history.save_many([(m.to_xo(), m.request_json) for m in dirty.values()])
+        if self._finished_since_prune >= PRUNE_EVERY:
+            self._finished_since_prune = 0
+            self.history.prune(self.settings.history_keep)
 
     def _queue_changed(self) -> None:
         for key in self.queue.waiting():
