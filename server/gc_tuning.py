@@ -1,4 +1,4 @@
-"""Garbage-collector settings for the server process (set by its owner, `xo-migrate serve`).
+"""Interpreter settings for the server process (set by its owner, `xo-migrate serve`).
 
 The server holds a large, long-lived object graph (the cache of every pool) and allocates
 many short-lived dicts per event batch. CPython's default thresholds then scan the young
