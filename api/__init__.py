@@ -36,6 +36,7 @@ NAMESPACES: tuple[str, ...] = (
     "vm",
     "task",
     "migration",
+    "user",
 )
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]

@@ -13,6 +13,7 @@ from typing import Any
 
 from api.registry import OPTIONAL, Call, Method, XoParams
 from api.vm import MIGRATE_RESOLVE, MigrateParams, service
+from server import errors
 from server.migrations.history import MigrationHistory
 from server.migrations.service import MigrationService
 
@@ -49,7 +50,14 @@ def get_all(call: Call, params: GetAllParams) -> list[dict[str, Any]]:
 
 
 async def cancel(call: Call, params: IdParams) -> dict[str, Any]:
-    return await service(call).cancel(params.id)
+    migrations = service(call)
+    record = migrations.get(params.id)  # code 1 when unknown
+    user = call.user
+    # Anyone signed in may watch migrations (as xo.getAllObjects shows everything), but only
+    # an admin or the user who started one may cancel it.
+    if user is None or not (user.is_admin or record.get("user") == user.id):
+        raise errors.unauthorized("administrate", params.id, "migration")
+    return await migrations.cancel(params.id)
 
 
 async def wait(call: Call, params: IdParams) -> dict[str, Any]:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from api.registry import PUBLIC, Call, Method, XoParams
+from server.auth import token_hash
 
 
 async def sign_in(call: Call, params: Any) -> dict[str, Any]:
     # No params validation, as xo-server: any object goes to the authenticator as is.
     user, expiration = await call.state.auth.sign_in(params, call.caller.remote)
-    call.caller.sign_in(user, expiration)
+    token = params.get("token") if isinstance(params, dict) else None
+    # Remember which token signed in (its hash), so deleting that token closes this connection.
+    call.caller.sign_in(user, expiration, token_hash(token) if isinstance(token, str) else None)
     return user.public()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.registry import OPTIONAL, Call, Method, XoParams
+from server.users import revoke_tokens
 
 
 class Client(XoParams):
@@ -32,14 +33,23 @@ class DeleteParams(XoParams):
     pattern: dict[str, Any] = OPTIONAL
 
 
-def delete(call: Call, params: DeleteParams) -> None:
-    call.state.auth.delete_tokens(tokens=params.tokens, pattern=params.pattern)
+# Both close the connections signed in with a deleted token (server/users.py).
 
 
-def delete_own(call: Call, params: DeleteParams) -> None:
+async def delete(call: Call, params: DeleteParams) -> None:
+    await revoke_tokens(
+        call.state, tokens=params.tokens, pattern=params.pattern, user_id=None, caller=call.caller
+    )
+
+
+async def delete_own(call: Call, params: DeleteParams) -> None:
     assert call.user is not None
-    call.state.auth.delete_tokens(
-        tokens=params.tokens, pattern=params.pattern, user_id=call.user.id
+    await revoke_tokens(
+        call.state,
+        tokens=params.tokens,
+        pattern=params.pattern,
+        user_id=call.user.id,
+        caller=call.caller,
     )
 
 

@@ -229,6 +229,16 @@ class Authenticator:
     ) -> int:
         """Delete the listed tokens, or those whose record matches `pattern` (all if neither);
         restricted to one user's tokens when `user_id` is given."""
+        return len(self.revoke_tokens(tokens=tokens, pattern=pattern, user_id=user_id))
+
+    def revoke_tokens(
+        self,
+        *,
+        tokens: list[str] | None,
+        pattern: dict[str, Any] | None,
+        user_id: str | None = None,
+    ) -> set[str]:
+        """`delete_tokens`, returning the hashes deleted (to close the connections using them)."""
         candidates = self._db.tokens_of(user_id)
         if tokens is not None:
             wanted = {token_hash(t) for t in tokens}
@@ -237,7 +247,7 @@ class Authenticator:
             doomed = [r.hash for r in candidates if matches(r.public(), pattern or {})]
         count = self._db.delete_tokens(doomed)
         log.info("event=tokens_deleted count=%d", count)
-        return count
+        return set(doomed)
 
 
 def load_secret(path: Path) -> bytes:

@@ -30,6 +30,7 @@ class Connection:
         "expiration",
         "id",
         "remote",
+        "token_hash",
         "user",
     )
 
@@ -45,6 +46,8 @@ class Connection:
         self.remote = remote
         self.user: User | None = None
         self.expiration: float | None = None  # epoch seconds, for token sign-ins
+        # SHA-256 of the token this connection signed in with: deleting it closes the connection.
+        self.token_hash: str | None = None
         self.closed = False
         self._hub = hub
         self._send = send
@@ -62,9 +65,10 @@ class Connection:
     def expired(self) -> bool:
         return self.expiration is not None and time.time() >= self.expiration
 
-    def sign_in(self, user: User, expiration: float | None) -> None:
+    def sign_in(self, user: User, expiration: float | None, token_hash: str | None = None) -> None:
         self.user = user
         self.expiration = expiration
+        self.token_hash = token_hash
         hub, send, kick = self._hub, self._send, self._kick
         if hub is None or send is None or kick is None or self.closed:
             return
@@ -76,10 +80,17 @@ class Connection:
     def sign_out(self) -> None:
         self.user = None
         self.expiration = None
+        self.token_hash = None
         if self._hub is not None:
             self._hub.discard(self)
         if self._outbox is not None:
             self._outbox.clear()
+
+    def end_after_reply(self) -> None:
+        """Revoked while answering its own request: sign out now (no more notifications) and,
+        like an expired token session, close silently on the next message."""
+        self.sign_out()
+        self.expiration = 0.0
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

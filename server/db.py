@@ -190,6 +190,28 @@ class Database:
         row = self._db.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
         return self._user(row)
 
+    def all_users(self) -> list[User]:
+        rows = self._db.execute("SELECT * FROM users ORDER BY rowid").fetchall()
+        return [u for u in map(self._user, rows) if u is not None]
+
+    def update_user(self, user: User) -> None:
+        self._db.execute(
+            "UPDATE users SET email = ?, pw_hash = ?, permission = ?, groups = ?, preferences = ?"
+            " WHERE id = ?",
+            (
+                user.email,
+                user.pw_hash,
+                user.permission,
+                json.dumps(user.groups),
+                json.dumps(user.preferences),
+                user.id,
+            ),
+        )
+
+    def delete_user(self, user_id: str) -> bool:
+        """Delete a user; its tokens go with it (ON DELETE CASCADE)."""
+        return self._db.execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount > 0
+
     @staticmethod
     def _user(row: tuple[Any, ...] | None) -> User | None:
         if row is None:

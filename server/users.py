@@ -1,0 +1,146 @@
+"""User accounts (xo-server's subjects.mjs behaviour) and the API connections that use them.
+
+- Emails are unique: a duplicate is `objectAlreadyExists` (code 16) naming the existing user.
+- Passwords are hashed with scrypt (server/auth.py) in a worker thread; never logged.
+- Deleting a user deletes its tokens (ON DELETE CASCADE) and closes its open connections;
+  deleting a token closes the connections signed in with it.
+- A connection holds its user object; after an update the user's connections get the new one,
+  so a permission change applies from their next call (xo-server reloads the user per call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any
+
+from server import errors
+from server.auth import hash_password, verify_password
+from server.db import User
+
+if TYPE_CHECKING:
+    from server.connection import Connection
+    from server.state import ServerState
+
+log = logging.getLogger("xo_migrate.users")
+
+
+def get_user(state: ServerState, user_id: str) -> User:
+    user = state.db.user_by_id(user_id)
+    if user is None:
+        raise errors.no_such_object(user_id, "user")
+    return user
+
+
+def _check_email_free(state: ServerState, email: str) -> None:
+    existing = state.db.user_by_email(email)
+    if existing is not None:
+        raise errors.object_already_exists(existing.id, "user")
+
+
+async def create_user(state: ServerState, email: str, password: str, permission: str) -> User:
+    _check_email_free(state, email)  # fail fast, before the costly hash
+    pw_hash = await asyncio.to_thread(hash_password, password)
+    _check_email_free(state, email)  # again: no await between this check and the insert
+    user = User(str(uuid.uuid4()), email, pw_hash, permission)
+    state.db.add_user(user)
+    log.info("event=user_created user=%s email=%s permission=%s", user.id, email, permission)
+    return user
+
+
+async def update_user(
+    state: ServerState,
+    user_id: str,
+    *,
+    email: str | None = None,
+    password: str | None = None,
+    permission: str | None = None,
+    preferences: dict[str, Any] | None = None,
+) -> User:
+    user = get_user(state, user_id)
+    pw_hash = await asyncio.to_thread(hash_password, password) if password else None
+    user = get_user(state, user_id)  # re-read after the await: it may have changed meanwhile
+    if email and email != user.email:
+        _check_email_free(state, email)
+        user.email = email
+    if permission:
+        user.permission = permission
+    if pw_hash is not None:
+        user.pw_hash = pw_hash
+    if preferences is not None:
+        # xo-server merges: a null value removes that preference.
+        merged = dict(user.preferences)
+        for key, value in preferences.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        user.preferences = merged
+    state.db.update_user(user)
+    for conn in state.connections:
+        if conn.user is not None and conn.user.id == user.id:
+            conn.user = user
+    log.info(
+        "event=user_updated user=%s email=%s permission=%s password_changed=%s",
+        user.id,
+        user.email,
+        user.permission,
+        pw_hash is not None,
+    )
+    return user
+
+
+async def change_password(
+    state: ServerState, user_id: str, old_password: str, new_password: str
+) -> None:
+    user = get_user(state, user_id)
+    if not await asyncio.to_thread(verify_password, old_password, user.pw_hash):
+        log.info("event=change_password_failed user=%s", user_id)
+        raise errors.invalid_credentials()
+    await update_user(state, user_id, password=new_password)
+
+
+async def delete_user(state: ServerState, user_id: str, *, caller: Connection) -> None:
+    get_user(state, user_id)
+    state.db.delete_user(user_id)
+    closed = await close_connections(
+        state, lambda c: c.user is not None and c.user.id == user_id, caller=caller
+    )
+    log.info("event=user_deleted user=%s connections_closed=%d", user_id, closed)
+
+
+async def revoke_tokens(
+    state: ServerState,
+    *,
+    tokens: list[str] | None,
+    pattern: dict[str, Any] | None,
+    user_id: str | None,
+    caller: Connection,
+) -> None:
+    doomed: Collection[str] = state.auth.revoke_tokens(
+        tokens=tokens, pattern=pattern, user_id=user_id
+    )
+    if doomed:
+        closed = await close_connections(
+            state, lambda c: c.token_hash is not None and c.token_hash in doomed, caller=caller
+        )
+        log.info("event=token_connections_closed count=%d", closed)
+
+
+async def close_connections(
+    state: ServerState, which: Callable[[Connection], bool], *, caller: Connection
+) -> int:
+    """Close the open connections `which` selects. The caller's own connection, if selected,
+    still gets its reply and is closed on its next message."""
+    doomed = [c for c in state.connections if which(c)]
+    others = []
+    for conn in doomed:
+        if conn is caller:
+            conn.end_after_reply()
+        else:
+            conn.sign_out()  # at once: no call of theirs runs as that user from now on
+            others.append(conn)
+    await asyncio.gather(*(c.disconnect() for c in others), return_exceptions=True)
+    return len(doomed)
