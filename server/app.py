@@ -30,6 +30,7 @@ from server.dispatch import Dispatcher
 from server.http_rpc import handle_api_post
 from server.oneshot import OneShotUrls
 from server.push import PushHub
+from server.rest import register as register_rest
 from server.state import ServerState
 from server.websocket import handle_api_socket
 from xen.config import PoolConfig
@@ -89,6 +90,7 @@ def build_app(config: ServerConfig, store: ObjectStore | None = None) -> web.App
     app.router.add_post("/api/", handle_api_post)
     app.router.add_route("GET", "/api/{token}", state.oneshot.handle)
     app.router.add_route("POST", "/api/{token}", state.oneshot.handle)
+    register_rest(app, state)  # /rest/v0 (server/rest/)
     app.cleanup_ctx.append(_lifespan)
     app.on_shutdown.append(_close_connections)
     return app
