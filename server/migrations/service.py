@@ -229,15 +229,13 @@ class MigrationService:
         m = self._migrations.get(migration_id)
         if m is None:
             record = self.get(migration_id)
-            return {"cancelled": False, "status": record["status"], "reason": "already finished"}
+            return _cancel_answer("already_finished", record["status"], "already finished")
         if not m.active:
-            return {"cancelled": False, "status": m.status, "reason": "already finished"}
+            return _cancel_answer("already_finished", m.status, "already finished")
         if m.xapi_done:
-            return {
-                "cancelled": False,
-                "status": m.status,
-                "reason": "too late: XAPI has already finished the migration",
-            }
+            return _cancel_answer(
+                "too_late", m.status, "too late: XAPI has already finished the migration"
+            )
         m.cancel_requested = True
         if not m.in_xapi_task:
             runner = self._runners.get(m.id)
@@ -246,16 +244,16 @@ class MigrationService:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.cancel_wait_s):
                     await m.done.wait()
-            return {"cancelled": m.status == "cancelled", "status": m.status}
+            return _cancel_answer(None, m.status)
         task = self._xapi_task(m)
         if task is not None and "cancel" not in task.get("allowedOperations", []):
             m.cancel_requested = False
-            return {
-                "cancelled": False,
-                "status": m.status,
-                "reason": "too late: XAPI no longer accepts cancellation at this phase "
+            return _cancel_answer(
+                "too_late",
+                m.status,
+                "too late: XAPI no longer accepts cancellation at this phase "
                 "(the VM is being switched over to the target host)",
-            }
+            )
         try:
             conn = self._connection(m.xapi_pool or m.plan.source_pool)
             if conn.status != "connected":  # say so now rather than after call()'s wait
@@ -263,36 +261,32 @@ class MigrationService:
             await conn.call("task.cancel", m.xapi_task_ref)
         except PoolUnavailable as exc:
             m.cancel_requested = False
-            return {
-                "cancelled": False,
-                "status": m.status,
-                "reason": f"cannot reach the pool to cancel ({exc}); the migration goes on "
+            return _cancel_answer(
+                "pool_unreachable",
+                m.status,
+                f"cannot reach the pool to cancel ({exc}); the migration goes on "
                 "in XAPI and its outcome will be recorded once the pool is back",
-            }
+            )
         except XapiError as exc:
             # Typically HANDLE_INVALID: the task ended (and was destroyed) meanwhile.
             m.cancel_requested = False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.cancel_wait_s):
                     await m.done.wait()
-            return {
-                "cancelled": m.status == "cancelled",
-                "status": m.status,
-                "reason": f"XAPI refused the cancellation: {exc}",
-            }
+            return _cancel_answer("refused", m.status, f"XAPI refused the cancellation: {exc}")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.cancel_wait_s):
                 await m.done.wait()
-        if m.status == "cancelled":
-            return {"cancelled": True, "status": m.status}
-        return {
-            "cancelled": False,
-            "status": m.status,
-            "reason": "XAPI did not honour the cancellation: it was already past its last "
-            "cancellable point"
-            if not m.active
-            else "cancellation requested; XAPI has not answered yet",
-        }
+        if m.status == "cancelled" or not m.active:
+            return _cancel_answer(
+                "too_late",
+                m.status,
+                "XAPI did not honour the cancellation: it was already past its last "
+                "cancellable point",
+            )
+        return _cancel_answer(
+            "pending", m.status, "cancellation requested; XAPI has not answered yet"
+        )
 
     # -- running ---------------------------------------------------------------------------
 
@@ -731,3 +725,15 @@ class MigrationService:
 
 def _error_view(code: str, params: list[str], message: str) -> dict[str, Any]:
     return {"code": code, "params": params, "message": message, "hint": hint_for(code)}
+
+
+def _cancel_answer(outcome: str | None, status: str, reason: str = "") -> dict[str, Any]:
+    """migration.cancel's result: `cancelled`, the migration's status, and when it was not
+    cancelled a machine-readable `outcome` (already_finished | too_late | pool_unreachable |
+    refused | pending) with a `reason` a person can read."""
+    if status == "cancelled":
+        return {"cancelled": True, "status": status}
+    answer: dict[str, Any] = {"cancelled": False, "status": status}
+    answer["outcome"] = outcome or "too_late"
+    answer["reason"] = reason or "the migration ended before the cancellation took effect"
+    return answer

@@ -163,7 +163,7 @@ async def abort_task(request: web.Request, ctx: RestContext, _user: User) -> web
     if outcome.get("cancelled"):
         return web.Response(status=204)
     if outcome.get("status") in PENDING:
-        if "not answered yet" in str(outcome.get("reason", "")):
+        if outcome.get("outcome") == "pending":
             return web.Response(status=202, headers={"Location": task_href(task_id)})
     ctx.aborts.pop(task_id, None)  # nothing was aborted: do not show an abortion request
     raise RestError(

@@ -94,7 +94,8 @@ async def test_cancel_too_late_says_so_and_the_migration_succeeds(lab: Lab) -> N
 
     await wait_until(past_the_point, timeout=30, interval=0.01)
     result = await lab.client.call("migration.cancel", {"id": migration_id})
-    assert result["cancelled"] is False and result["reason"].startswith("too late")
+    assert result["cancelled"] is False and result["outcome"] == "too_late"
+    assert result["reason"].startswith("too late")
     final = await lab.client.call("migration.wait", {"id": migration_id}, timeout=60)
     assert final["status"] == "success"
     assert (await lab.get(vm))["$container"] == a2

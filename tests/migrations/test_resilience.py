@@ -296,7 +296,8 @@ async def test_cancel_during_an_outage_says_so_and_the_outcome_is_still_recorded
     await wait_until(outage_seen, timeout=10)
 
     answer = await lab.client.call("migration.cancel", {"id": migration_id}, timeout=20)
-    assert answer["cancelled"] is False and "cannot reach the pool" in answer["reason"]
+    assert answer["cancelled"] is False and answer["outcome"] == "pool_unreachable"
+    assert "cannot reach the pool" in answer["reason"]
     pool_a.set_reachable(True)
     assert await call is True
     assert (await record(lab, migration_id))["status"] == "success"

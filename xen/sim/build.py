@@ -174,13 +174,13 @@ class PoolBuilder:
             metrics=metrics,
             memory_overhead=int(h.dom0_memory_gib * GIB) // 8,
             API_version_major=2,
-            API_version_minor=21,
+            API_version_minor=h.api_version_minor,
             API_version_vendor="XenSource",
             software_version={
                 "product_brand": "XCP-ng",
-                "product_version": "8.3.0",
+                "product_version": h.product_version,
                 "platform_name": "XCP",
-                "platform_version": "3.4.0",
+                "platform_version": h.platform_version,
                 "xapi": "25.6",
                 "xen": "4.17.5",
                 "hostname": h.name,
@@ -224,6 +224,8 @@ class PoolBuilder:
         iso = s.content_type == "iso"
         if not db.find("SM", type=s.type):
             caps = SM_CAPS_ISO if iso else SM_CAPS_DISK
+            if not s.mirror:
+                caps = [c for c in caps if c != "VDI_MIRROR"]
             db.create(
                 "SM",
                 name_label=s.type,
@@ -246,7 +248,7 @@ class PoolBuilder:
             physical_size=size,
             allowed_operations=["scan", "forget", "vdi_create", "vdi_destroy"]
             if iso
-            else list(SR_OPS),
+            else [op for op in SR_OPS if s.mirror or op != "vdi_mirror"],
             sm_config={"allocation": "thin"} if not iso else {},
             other_config={"i18n-key": "local-storage"} if not s.shared else {},
         )

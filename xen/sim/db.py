@@ -321,7 +321,9 @@ class Database:
 
     # -- writes --------------------------------------------------------------------------
 
-    def create(self, cls: str, ref: str | None = None, **values: Any) -> str:
+    def create(self, cls: str, ref: str | None = None, /, **values: Any) -> str:
+        # `cls` and `ref` are positional-only so that records with a field of that name
+        # (message.cls) can be written like any other field.
         spec = self.schema.cls(cls)
         unknown = set(values) - set(spec.fields)
         if unknown:
@@ -349,7 +351,7 @@ class Database:
         self._notify()
         return ref
 
-    def update(self, cls: str, ref: str, **values: Any) -> None:
+    def update(self, cls: str, ref: str, /, **values: Any) -> None:
         rec = self.get(cls, ref)
         spec = self.schema.cls(cls)
         for name, value in values.items():

@@ -104,10 +104,14 @@ class Dispatcher:
             raise XapiFailure("MESSAGE_PARAMETER_COUNT_MISMATCH", canonical, lo, len(args))
         args = convert_args(self.schema, canonical, [(t, n) for t, n in types], args)
         handler = self._handler(canonical, spec, explicit)
+        async_capable = self._async_capable(canonical, spec, explicit)
         if is_async:
-            if not self._async_capable(canonical, spec, explicit):
+            if not async_capable:
                 raise XapiFailure("Fault", f"No async mode for this operation (rpc: {wire})")
             return pool.tasks.spawn(wire, canonical, session, handler, args)
+        if async_capable:
+            # XAPI runs a synchronous call of such a message under a short-lived DB task.
+            return await pool.tasks.run_sync(canonical, session, handler, args)
         ctx = CallContext(pool, session, canonical)
         return await invoke(handler, ctx, args)
 

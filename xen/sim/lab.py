@@ -49,6 +49,12 @@ class HostSpec:
     enabled: bool = True
     live: bool = True
     dom0_memory_gib: float = 2.0
+    # Software versions (software_version / API_version_*): a destination older than the
+    # source refuses migrations (NOT_SUPPORTED_DURING_UPGRADE within a pool,
+    # VM_HOST_INCOMPATIBLE_VERSION_MIGRATE across pools).
+    product_version: str = "8.3.0"
+    platform_version: str = "3.4.0"
+    api_version_minor: int = 21
 
 
 @dataclass(slots=True)
@@ -60,6 +66,10 @@ class SrSpec:
     size_gib: float = 1024.0
     content_type: str = "user"
     isos: list[str] = field(default_factory=list)  # ISO VDIs on an ISO SR
+    # False: the SR's driver lacks VDI_MIRROR, so storage migration of a disk to or from it
+    # gives SR_DOES_NOT_SUPPORT_MIGRATION (ISO SRs never have it). One SM driver per type:
+    # every SR of a type must agree.
+    mirror: bool = True
 
 
 @dataclass(slots=True)
@@ -202,9 +212,12 @@ def validate(lab: Lab) -> None:
             if h.cpu not in lab.cpus:
                 raise LabError(f"host {h.name!r}: unknown cpu {h.cpu!r}")
         srs = {s.name: s for s in pool.srs}
+        mirror_by_type: dict[str, bool] = {}
         for s in pool.srs:
             if not s.shared and s.host not in hosts:
                 raise LabError(f"local SR {s.name!r} needs a host of its pool")
+            if mirror_by_type.setdefault(s.type, s.mirror) != s.mirror:
+                raise LabError(f"SRs of type {s.type!r} disagree on `mirror` (one SM per type)")
         if pool.default_sr and pool.default_sr not in srs:
             raise LabError(f"pool {pool.name!r}: unknown default_sr {pool.default_sr!r}")
         nets = {n.name for n in pool.networks}

@@ -152,6 +152,8 @@ class SimPool:
     def start(self) -> None:
         self.closing = False
         self._spawn(self._gc_loop())
+        if self.timing.pool_heartbeat_s > 0:
+            self._spawn(self._heartbeat_loop())
         for fault in self.faults:
             if fault.kind in ("host_offline", "host_disabled", "master_failover"):
                 self._spawn(self._timed_fault(fault))
@@ -167,6 +169,13 @@ class SimPool:
             ttl = COMPLETED_TASK_TIMEOUT_S * self.timing.time_scale
             await asyncio.sleep(max(0.05, min(0.25, ttl / 4)))
             self.tasks.gc()
+
+    async def _heartbeat_loop(self) -> None:
+        """xapi's `Xapi_event.heartbeat`: a periodic `mod` of the pool object (opt-in)."""
+        while True:
+            await asyncio.sleep(max(0.01, self.timing.pool_heartbeat_s * self.timing.time_scale))
+            if self.db.exists("pool", self.ref):
+                self.db.update("pool", self.ref)  # a no-op write: one `mod` event
 
     async def _timed_fault(self, fault: Fault) -> None:
         await asyncio.sleep(fault.at_s * self.timing.time_scale)

@@ -87,6 +87,9 @@ class Timing:
     mem_rate: float = 350e6  # bytes/s of memory pre-copy per VM
     dirty_factor: float = 1.0  # 1 = idle guest ... 5 = busy
     dispatch_s: float = 0.5  # checks and reservation
+    # Lifetime of migrate_send's `VM.assert_can_migrate` subtask, taken out of dispatch_s
+    # (long enough, once scaled, for event.from watchers to see it added and deleted).
+    assert_s: float = 0.3
     vdi_setup_s: float = 2.0  # per-VDI snapshot + mirror setup
     metadata_import_s: float = 1.5  # cross-pool VM metadata import
     memory_setup_s: float = 1.5
@@ -94,6 +97,9 @@ class Timing:
     finalise_s: float = 1.0
     progress_interval_s: float = 1.0  # how often a running task's progress is updated
     login_failure_delay_s: float = 5.0  # SESSION_AUTHENTICATION_FAILED is slow on purpose
+    # xapi's periodic `pool` heartbeat (a `mod` event of the pool object) every this many
+    # simulated seconds; 0 = off (the default: it would wake every idle `pool` long-poll).
+    pool_heartbeat_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -166,7 +172,9 @@ class CallContext:
     pool: PoolLike
     session: str  # the caller's session ref ("" for session-less calls)
     method: str  # canonical wire name, without "Async."
-    task: str | None = None  # the task ref when called as Async.*
+    # The call's task: the Async.* task, or the short-lived task of a synchronous call of an
+    # async-capable message; None for the others (getters, setters, session, event, task).
+    task: str | None = None
 
     @property
     def db(self) -> Database:

@@ -1,9 +1,13 @@
 """Async calls as XAPI tasks (xapi.md 4.1, 3.7): records, the background runner, GC.
 
 The pool owns one `TaskRunner`; every `Async.*` call becomes a task record plus an asyncio
-task the runner cancels and awaits on shutdown. `task.cancel` is advisory: it only records
-the request, which a handler honours at `CallContext.check_cancelled` checkpoints while it
-declares itself cancellable.
+task the runner cancels and awaits on shutdown. A synchronous call of an async-capable message
+also runs under a task record (labelled with the message name, e.g. `VM.pool_migrate`), which
+is destroyed when the call returns, as XAPI's `Context.of_http_req` does: event watchers see
+it come and go, and `current_operations` keys point at a real task meanwhile.
+
+`task.cancel` is advisory: it only records the request, which a handler honours at
+`CallContext.check_cancelled` checkpoints while it declares itself cancellable.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class TaskRunner:
     def __init__(self, pool: SimPool) -> None:
         self.pool = pool
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._sync: set[str] = set()  # task records of synchronous calls in progress
         self._finished_at: dict[str, float] = {}  # loop time of completion, for GC
 
     @property
@@ -76,8 +81,20 @@ class TaskRunner:
         task.add_done_callback(lambda _t: self._running.pop(ref, None))
         return ref
 
+    async def run_sync(
+        self, method: str, session: str, handler: Callable[..., Any], args: list[Any]
+    ) -> Any:
+        """A synchronous call under its own task record, gone once the call returns."""
+        ref = self.create_record(method)
+        self._sync.add(ref)
+        try:
+            return await invoke(handler, CallContext(self.pool, session, method, task=ref), args)
+        finally:
+            self._sync.discard(ref)
+            self.destroy(ref)
+
     def is_running(self, ref: str) -> bool:
-        return ref in self._running
+        return ref in self._running or ref in self._sync
 
     async def _run(
         self, ref: str, ctx: CallContext, handler: Callable[..., Any], args: list[Any]

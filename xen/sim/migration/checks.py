@@ -43,14 +43,17 @@ class Target:
 
 
 def check_operation(
+    db: Database,
     vm: str,
     rec: dict[str, Any],
     op: str,
     states: tuple[str, ...],
     *,
     in_progress: bool = True,
+    strict: bool = True,
 ) -> None:
-    """`Xapi_vm_lifecycle.check_operation_error`: the first failing rule wins."""
+    """`Xapi_vm_lifecycle.check_operation_error`: the first failing rule wins. `strict` is
+    `not force`: forcing skips the guest feature check."""
     blocked = rec["blocked_operations"]
     if op in blocked:
         raise XapiFailure("OPERATION_BLOCKED", vm, blocked[op])
@@ -71,12 +74,98 @@ def check_operation(
     if rec["is_control_domain"]:
         raise XapiFailure("OPERATION_NOT_ALLOWED", CONTROL_DOMAIN_MSG)
     if actual == "running":
+        check_guest_can_suspend(db, vm, rec, strict=strict)
         if rec["attached_PCIs"]:
             raise XapiFailure("VM_HAS_PCI_ATTACHED", vm)
         if rec["VGPUs"]:
             raise XapiFailure("VM_HAS_VGPU", vm)
         if rec["VUSBs"]:
             raise XapiFailure("VM_HAS_VUSBS", vm)
+
+
+def check_guest_can_suspend(db: Database, vm: str, rec: dict[str, Any], *, strict: bool) -> None:
+    """A live migration suspends the guest: an HVM guest must say it can (`feature-suspend`
+    in its guest metrics, reported by its PV drivers); PV/PVH guests can implicitly."""
+    metrics = (
+        db.get("VM_metrics", rec["metrics"]) if db.exists("VM_metrics", rec["metrics"]) else {}
+    )
+    domain_type = metrics.get("current_domain_type") or rec["domain_type"]
+    if domain_type in ("unspecified", ""):
+        domain_type = rec["domain_type"]
+    guest = rec["guest_metrics"]
+    other = (
+        db.get("VM_guest_metrics", guest)["other"] if db.exists("VM_guest_metrics", guest) else {}
+    )
+    if strict and domain_type == "hvm" and other.get("feature-suspend") != "1":
+        raise XapiFailure("VM_LACKS_FEATURE", vm)
+    reason = other.get("data-cant-suspend-reason")
+    if reason:
+        raise XapiFailure("VM_NON_SUSPENDABLE", vm, reason)
+
+
+def host_version(db: Database, host: str) -> tuple[tuple[int, ...], int, int]:
+    """What "newer" means between hosts: the platform version, then the API version."""
+    rec = db.get("host", host)
+    platform = str(rec["software_version"].get("platform_version", ""))
+    parts = tuple(int(p) for p in platform.split(".") if p.isdigit())
+    return parts, int(rec["API_version_major"]), int(rec["API_version_minor"])
+
+
+def source_host(db: Database, rec: dict[str, Any]) -> str:
+    """The host a VM runs on, or the master for a VM that is not running."""
+    host = rec["resident_on"]
+    if db.exists("host", host):
+        return str(host)
+    pools = db.all_refs("pool")
+    return str(db.get("pool", pools[0])["master"]) if pools else NULL_REF
+
+
+def check_versions_not_decreasing(db: Database, rec: dict[str, Any], host: str) -> None:
+    """Intra-pool, during a rolling upgrade: never from a newer host to an older one."""
+    src = source_host(db, rec)
+    if db.exists("host", src) and host_version(db, host) < host_version(db, src):
+        raise XapiFailure("NOT_SUPPORTED_DURING_UPGRADE")
+
+
+def check_remote_version(
+    src_db: Database, vm: str, rec: dict[str, Any], dst_db: Database, host: str
+) -> None:
+    """Cross-pool: the destination host may not run older software than the source."""
+    src = source_host(src_db, rec)
+    if src_db.exists("host", src) and host_version(dst_db, host) < host_version(src_db, src):
+        raise XapiFailure("VM_HOST_INCOMPATIBLE_VERSION_MIGRATE", vm, host)
+
+
+# Storage capabilities a disk's SRs need for storage motion (xapi `assert_sr_support_operations`).
+SOURCE_SR_CAPS = ("VDI_SNAPSHOT", "VDI_MIRROR")
+DEST_SR_CAPS = ("VDI_SNAPSHOT", "VDI_MIRROR_IN")
+
+
+def sr_capabilities(db: Database, sr: str) -> set[str]:
+    sm = db.find_one("SM", type=db.get("SR", sr)["type"])
+    return {c.split("/")[0] for c in db.get("SM", sm)["capabilities"]} if sm else set()
+
+
+def check_srs_support_migration(
+    src_db: Database, dst_db: Database, vdi_map: dict[str, str], *, cross: bool
+) -> None:
+    """SR_DOES_NOT_SUPPORT_MIGRATION for a disk that moves from (or to) an SR whose driver
+    cannot mirror. An SMAPIv1 driver's VDI_MIRROR also stands for VDI_MIRROR_IN."""
+    for vdi, sr in vdi_map.items():
+        if not src_db.exists("VDI", vdi) or not dst_db.exists("SR", sr):
+            continue
+        source = src_db.get("VDI", vdi)["SR"]
+        if not cross and source == sr:
+            continue  # intra-pool onto its own SR: nothing moves
+        if src_db.exists("SR", source) and not set(SOURCE_SR_CAPS) <= sr_capabilities(
+            src_db, source
+        ):
+            raise XapiFailure("SR_DOES_NOT_SUPPORT_MIGRATION", source, ";".join(SOURCE_SR_CAPS))
+        dest_caps = sr_capabilities(dst_db, sr)
+        if "VDI_MIRROR" in dest_caps:
+            dest_caps.add("VDI_MIRROR_IN")
+        if not set(DEST_SR_CAPS) <= dest_caps:
+            raise XapiFailure("SR_DOES_NOT_SUPPORT_MIGRATION", sr, ";".join(DEST_SR_CAPS))
 
 
 def cpu_incompatibility(
@@ -234,6 +323,8 @@ def validate(
             raise XapiFailure("VDI_NOT_IN_MAP", vdi)
     networks: dict[str, str] = {}
     if not target.cross:
+        check_versions_not_decreasing(src_db, rec, host)
+        check_srs_support_migration(src_db, dst_db, vdi_map, cross=False)
         if not force:
             check_cpu(src_db, vm, rec, host)
         check_host_usable(src_db, host, localhost=host == rec["resident_on"])
@@ -245,6 +336,8 @@ def validate(
         if copy:
             raise XapiFailure("OPERATION_NOT_ALLOWED", COPY_MSG)
     else:
+        check_remote_version(src_db, vm, rec, dst_db, host)
+        check_srs_support_migration(src_db, dst_db, vdi_map, cross=True)
         if copy and not force and rec["power_state"] != "Halted":
             raise XapiFailure("VM_BAD_POWER_STATE", vm, "halted", rec["power_state"].lower())
         if not dst_db.get("host", host)["enabled"]:

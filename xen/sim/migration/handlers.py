@@ -17,6 +17,7 @@ from xen.sim.migration.checks import (
     check_networks,
     check_operation,
     check_srs_visible,
+    check_versions_not_decreasing,
     flag,
     validate,
     vif_networks,
@@ -93,7 +94,10 @@ def assert_can_migrate(
     vgpu_map: dict[str, str] | None = None,
 ) -> None:
     rec = ctx.db.get("VM", vm)
-    check_operation(vm, rec, "migrate_send", MIGRATE_SEND_STATES, in_progress=False)
+    strict = not flag(options, "force")
+    check_operation(
+        ctx.db, vm, rec, "migrate_send", MIGRATE_SEND_STATES, in_progress=False, strict=strict
+    )
     target = resolve_target(ctx, dest)
     validate(ctx.db, vm, rec, target, vdi_map, vif_map, options)
 
@@ -103,11 +107,13 @@ async def pool_migrate(ctx: CallContext, vm: str, host: str, options: dict[str, 
     db = ctx.db
     rec = db.get("VM", vm)
     db.get("host", host)
-    if not flag(options, "force"):
+    force = flag(options, "force")
+    if not force:
         check_cpu(db, vm, rec, host)
-    rec = await _lock_vm(ctx, vm, "pool_migrate", POOL_MIGRATE_STATES)
+    rec = await _lock_vm(ctx, vm, "pool_migrate", POOL_MIGRATE_STATES, strict=not force)
     run = Migration.begin(ctx, vm, "pool_migrate")
     try:
+        check_versions_not_decreasing(db, rec, host)
         # assert_can_boot_here, then the forward to the host the VM runs on.
         check_host_usable(db, host, localhost=host == rec["resident_on"])
         check_srs_visible(db, vm, rec, host)
@@ -138,10 +144,12 @@ async def migrate_send(
     vdi_format_map: dict[str, str] | None = None,
 ) -> str:
     db = ctx.db
-    rec = await _lock_vm(ctx, vm, "migrate_send", MIGRATE_SEND_STATES)
+    strict = not flag(options, "force")
+    rec = await _lock_vm(ctx, vm, "migrate_send", MIGRATE_SEND_STATES, strict=strict)
     run = Migration.begin(ctx, vm, "migrate_send")
     try:
-        with _Subtask(ctx, "VM.assert_can_migrate"):
+        checking = ctx.pool.timing.assert_s
+        async with _Subtask(ctx, "VM.assert_can_migrate", checking):
             target = resolve_target(ctx, dest)
             run.disks, run.networks = validate(db, vm, rec, target, vdi_map, vif_map, options)
         run.target(target)
@@ -149,7 +157,7 @@ async def migrate_send(
         run.reserve()
         run.check_source_live()
         run.enter_storage_gate()
-        await run.dispatch_phase()
+        await run.dispatch_phase(spent=checking)
         await run.disk_phase()
         if target.cross:
             await run.metadata_phase()
@@ -164,13 +172,15 @@ async def migrate_send(
         run.leave_storage_gate()
 
 
-async def _lock_vm(ctx: CallContext, vm: str, op: str, states: tuple[str, ...]) -> dict[str, Any]:
+async def _lock_vm(
+    ctx: CallContext, vm: str, op: str, states: tuple[str, ...], *, strict: bool
+) -> dict[str, Any]:
     """`with_vm_operation`'s checks; while another operation holds the VM, wait and retry."""
     waited = 0.0
     while True:
         rec = ctx.db.get("VM", vm)
         try:
-            check_operation(vm, rec, op, states)
+            check_operation(ctx.db, vm, rec, op, states, strict=strict)
             return rec
         except XapiFailure as exc:
             if exc.code != "OTHER_OPERATION_IN_PROGRESS" or waited >= LOCK_WAIT_S:
@@ -208,17 +218,26 @@ def _reachable(pool: PoolLike) -> bool:
 
 
 class _Subtask:
-    """The `VM.assert_can_migrate` subtask XAPI shows while migrate_send checks."""
+    """The `VM.assert_can_migrate` subtask XAPI shows while migrate_send checks: it lives
+    `seconds` of simulated time (the checks' share of the dispatch phase), so event.from
+    watchers see it added, then deleted."""
 
-    def __init__(self, ctx: CallContext, label: str) -> None:
-        self.ctx, self.label, self.ref = ctx, label, ""
+    def __init__(self, ctx: CallContext, label: str, seconds: float) -> None:
+        self.ctx, self.label, self.seconds, self.ref = ctx, label, seconds, ""
 
-    def __enter__(self) -> None:
+    async def __aenter__(self) -> None:
         ctx = self.ctx
         runner = getattr(ctx.pool, "tasks", None)
         if ctx.task is not None and runner is not None and ctx.db.exists("task", ctx.task):
             self.ref = runner.create_record(self.label, subtask_of=ctx.task)
+        await ctx.sleep(self.seconds)
 
-    def __exit__(self, *exc: object) -> None:
-        if self.ref and self.ctx.db.exists("task", self.ref):
-            self.ctx.db.delete("task", self.ref)
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        runner = getattr(self.ctx.pool, "tasks", None)
+        if not self.ref or runner is None or not self.ctx.db.exists("task", self.ref):
+            return
+        if exc is None:
+            runner.complete(self.ref, None)
+        elif isinstance(exc, XapiFailure):
+            runner.fail(self.ref, [exc.code, *exc.params])
+        runner.destroy(self.ref)

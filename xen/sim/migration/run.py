@@ -213,8 +213,9 @@ class Migration:
             self.ctx.set_progress(start + (end - start) * min(1.0, elapsed / seconds))
         self.ctx.set_progress(end)
 
-    async def dispatch_phase(self) -> None:
-        await self.advance(self.timing.dispatch_s, 0.0, 0.0)
+    async def dispatch_phase(self, spent: float = 0.0) -> None:
+        """Checks and reservation; `spent`: simulated seconds the checks already took."""
+        await self.advance(max(0.0, self.timing.dispatch_s - spent), 0.0, 0.0)
         self.inject("dispatch")
 
     async def disk_phase(self) -> None:
@@ -500,7 +501,7 @@ class Migration:
             "message",
             name="VM_MIGRATED",
             priority=5,
-            # `cls` is left at its default, "VM": it would clash with create()'s own `cls`.
+            cls="VM",
             obj_uuid=self.uuid,
             timestamp=now(),
             body=f"VM '{self.name}' migrated from host '{name(old_host)}' to '{name(new_host)}'",
