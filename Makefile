@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 lint: $(STAMP)
 	$(BIN)/ruff check server api xen tests bench
 	$(BIN)/ruff format --check server api xen tests bench
+	$(BIN)/mypy --ignore-missing-imports --python-version 3.11 server api xen bench
 
 test: lint
 	$(BIN)/pytest -q -p no:cacheprovider

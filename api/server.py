@@ -17,12 +17,6 @@ from server.config import normalize_pool_url
 from server.db import ServerRecord
 
 
-def _pool_config(rec: ServerRecord) -> Any:
-    from server.app import record_to_pool_config
-
-    return record_to_pool_config(rec)
-
-
 def _record(call: Call, server_id: str) -> ServerRecord:
     rec = call.state.db.server(server_id)
     if rec is None:
@@ -53,7 +47,7 @@ async def add(call: Call, params: AddParams) -> str:
     )
     call.state.db.add_server(rec)
     if call.state.pools is not None:
-        await call.state.pools.add(_pool_config(rec))
+        await call.state.pools.add(rec.to_pool_config())
     return rec.id
 
 
@@ -94,7 +88,7 @@ async def set_(call: Call, params: SetParams) -> None:
     pools = call.state.pools
     if pools is not None:  # reconnect with the new settings
         await pools.remove(rec.id)
-        await pools.add(_pool_config(rec))
+        await pools.add(rec.to_pool_config())
 
 
 async def _set_enabled(call: Call, server_id: str, enabled: bool) -> None:

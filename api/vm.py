@@ -23,7 +23,7 @@ class MigrateParams(XoParams):
     mapVifsNetworks: dict[str, str] = OPTIONAL
     migrationNetwork: str = OPTIONAL
     bypassAssert: bool = Field(
-        default=None,
+        default=OPTIONAL,
         description="Bypass the verification asserting whether a VM can be migrated to the specified destination",
     )
 

@@ -7,8 +7,8 @@ import contextlib
 import os
 import resource
 import sys
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, NoReturn
 
 import aiohttp
 import orjson
@@ -69,6 +69,14 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
         met = "-" if "ok" not in r else ("yes" if r["ok"] else "NO")
         print(f"{r['name']:<58} {r['value']:>12} {r['unit']:<8} {target:>10} {met}")
     sys.stdout.flush()
+
+
+def run_as_script(run: Callable[[], list[dict[str, Any]]]) -> NoReturn:
+    """`python -m bench.<name>`: one benchmark alone, its rows printed; exit 1 if a target
+    is missed."""
+    rows = run()
+    print_rows(rows)
+    sys.exit(0 if all(r.get("ok", True) for r in rows) else 1)
 
 
 class RpcClient:

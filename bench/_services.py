@@ -71,10 +71,9 @@ class ServerService:
 
         from server.app import STATE, build_app
         from server.auth import AuthSettings
-        from server.config import ServerConfig, pool_id_for
+        from server.config import ServerConfig, manifest_pool_config
         from server.gc_tuning import tune_for_server
         from server.migrations.service import MigrationSettings
-        from xen.config import PoolConfig
 
         raise_fd_limit()
         tune_for_server()  # as `xo-migrate serve` does
@@ -83,16 +82,7 @@ class ServerService:
             port=0,
             data_dir=self._dir,
             auth=AuthSettings(throttling_delay_s=0.3),
-            pools=[
-                PoolConfig(
-                    id=pool_id_for(p["master"]),
-                    url=p["master"],
-                    username=p["username"],
-                    password=p["password"],
-                    label=p["name"],
-                )
-                for p in self._pools
-            ],
+            pools=[manifest_pool_config(p) for p in self._pools],
             migration=MigrationSettings(**self._migration),
         )
         self._app = build_app(config)
@@ -113,16 +103,9 @@ class ServerService:
 
     async def add_pool(self, pool: dict[str, Any], timeout: float = 120.0) -> float:
         """Connect one more pool; seconds until its initial sync is complete."""
-        from server.config import pool_id_for
-        from xen.config import PoolConfig
+        from server.config import manifest_pool_config
 
-        cfg = PoolConfig(
-            id=pool_id_for(pool["master"]),
-            url=pool["master"],
-            username=pool["username"],
-            password=pool["password"],
-            label=pool["name"],
-        )
+        cfg = manifest_pool_config(pool)
         start = time.monotonic()
         await self._state.pools.add(cfg)
         conn = self._state.pools.connection(cfg.id)

@@ -10,7 +10,6 @@ all signed in with a token, and reads the server's RSS growth, after a gc, from 
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Any
 
 from bench._common import (
@@ -18,9 +17,9 @@ from bench._common import (
     close_all,
     connect_many,
     http_session,
-    print_rows,
     raise_fd_limit,
     row,
+    run_as_script,
 )
 from bench._proc import Child
 
@@ -62,6 +61,4 @@ def run() -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    rows = run()
-    print_rows(rows)
-    sys.exit(0 if all(r.get("ok", True) for r in rows) else 1)
+    run_as_script(run)

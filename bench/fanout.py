@@ -17,7 +17,6 @@ sockets), and the end-to-end figures with it on are reported as well.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -31,9 +30,9 @@ from bench._common import (
     connect_many,
     http_session,
     percentile,
-    print_rows,
     raise_fd_limit,
     row,
+    run_as_script,
 )
 from bench._proc import Child
 from xen.sim import Simulator, load_lab
@@ -47,7 +46,7 @@ ROUND_TIMEOUT_S = 10.0
 class _Round:
     """Arrival times of one round's frame on every client."""
 
-    def __init__(self, n: int, marker: bytes | str) -> None:
+    def __init__(self, n: int, marker: str) -> None:
         self.marker = marker
         self.remaining = n
         self.last = 0.0
@@ -213,6 +212,4 @@ def run() -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    rows = run()
-    print_rows(rows)
-    sys.exit(0 if all(r.get("ok", True) for r in rows) else 1)
+    run_as_script(run)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import sys
 import time
 from typing import Any
 
@@ -23,9 +22,9 @@ from bench._common import (
     cpu_seconds,
     http_session,
     percentile,
-    print_rows,
     raise_fd_limit,
     row,
+    run_as_script,
 )
 from bench._proc import Child
 
@@ -100,11 +99,15 @@ async def _trial(
     """Calls/s, latencies (s) and the server's CPU seconds per call over one window."""
     window = _Window()
     drivers = asyncio.gather(*(_drive(ws, window) for ws in sockets))
-    await asyncio.sleep(max(0.0, window.start - time.monotonic()))
-    cpu0 = cpu_seconds(server_pid)
-    await asyncio.sleep(max(0.0, window.end - time.monotonic()))
-    cpu = cpu_seconds(server_pid) - cpu0
-    await asyncio.wait_for(drivers, 60)
+    try:
+        await asyncio.sleep(max(0.0, window.start - time.monotonic()))
+        cpu0 = cpu_seconds(server_pid)
+        await asyncio.sleep(max(0.0, window.end - time.monotonic()))
+        cpu = cpu_seconds(server_pid) - cpu0
+        await asyncio.wait_for(drivers, 60)
+    finally:  # on any failure above the drivers are ours to stop
+        drivers.cancel()
+        await asyncio.gather(drivers, return_exceptions=True)
     calls = len(window.latencies)
     return calls / DURATION_S, window.latencies, cpu / max(1.0, calls)
 
@@ -169,6 +172,4 @@ def run() -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    rows = run()
-    print_rows(rows)
-    sys.exit(0 if all(r.get("ok", True) for r in rows) else 1)
+    run_as_script(run)

@@ -22,10 +22,10 @@ from bench._common import (
     connect,
     connect_many,
     http_session,
-    print_rows,
     raise_fd_limit,
     row,
     rss_kib,
+    run_as_script,
 )
 from bench._proc import Child
 
@@ -152,6 +152,4 @@ def run() -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    rows = run()
-    print_rows(rows)
-    sys.exit(0 if all(r.get("ok", True) for r in rows) else 1)
+    run_as_script(run)

@@ -9,18 +9,18 @@ Clients are raw XML-RPC over aiohttp (the blocking XenAPI binding would measure 
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 import xmlrpc.client
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
 if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import row, rss_kib, run_as_script
 from xen.sim import Simulator, generate_lab, load_lab
 
 CALLERS = 50
@@ -35,26 +35,10 @@ def _body(method: str, *params: Any) -> bytes:
 
 async def _call(http: aiohttp.ClientSession, url: str, method: str, *params: Any) -> Any:
     async with http.post(url, data=_body(method, *params)) as resp:
-        reply = xmlrpc.client.loads(await resp.read())[0][0]
+        reply = cast(dict[str, Any], xmlrpc.client.loads(await resp.read())[0][0])
     if reply["Status"] != "Success":
         raise RuntimeError(reply["ErrorDescription"])
     return reply["Value"]
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _row(
-    name: str, value: float, unit: str, target: float | None = None, higher_is_better: bool = True
-) -> dict[str, Any]:
-    row: dict[str, Any] = {"name": name, "value": round(value, 3), "unit": unit}
-    if target is not None:
-        row["target"] = target
-        row["op"] = ">=" if higher_is_better else "<="
-        row["ok"] = value >= target if higher_is_better else value <= target
-    return row
 
 
 async def _throughput(url: str, http: aiohttp.ClientSession, session: str, method: str) -> float:
@@ -81,39 +65,36 @@ async def _default_lab_rows() -> list[dict[str, Any]]:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             session = await _call(http, url, "session.login_with_password", "root", "password")
             rate = await _throughput(url, http, session, "VM.get_all_records")
-            rows.append(_row("sim VM.get_all_records (50 callers)", rate, "calls/s", 50))
+            rows.append(row("sim VM.get_all_records (50 callers)", rate, "calls/s", 50))
             rate = await _throughput(url, http, session, "host.get_all")
-            rows.append(_row("sim host.get_all (50 callers)", rate, "calls/s", 300))
+            rows.append(row("sim host.get_all (50 callers)", rate, "calls/s", 300))
 
             token = (await _call(http, url, "event.from", session, ["pool"], "", 0.0))["token"]
-            polls = [
-                asyncio.ensure_future(
-                    _call(http, url, "event.from", session, ["pool"], token, 30.0)
-                )
-                for _ in range(LONG_POLLS)
-            ]
-            await asyncio.sleep(0.3)
-            rate = await _throughput(url, http, session, "host.get_all")
-            rows.append(_row("sim host.get_all during 50 long-polls", rate, "calls/s", 300))
-            (pool,) = await _call(http, url, "pool.get_all", session)
-            start = time.monotonic()
-            await _call(http, url, "pool.set_name_description", session, pool, "bench")
-            await asyncio.gather(*polls)
+            # The group owns the long-polls: a failure below cancels and awaits them.
+            async with asyncio.TaskGroup() as polls:
+                for _ in range(LONG_POLLS):
+                    polls.create_task(
+                        _call(http, url, "event.from", session, ["pool"], token, 30.0)
+                    )
+                await asyncio.sleep(0.3)
+                rate = await _throughput(url, http, session, "host.get_all")
+                rows.append(row("sim host.get_all during 50 long-polls", rate, "calls/s", 300))
+                (pool,) = await _call(http, url, "pool.get_all", session)
+                start = time.monotonic()
+                await _call(http, url, "pool.set_name_description", session, pool, "bench")
             wake_ms = (time.monotonic() - start) * 1000
-            rows.append(
-                _row("sim 50 event.from wake-up", wake_ms, "ms", 1000, higher_is_better=False)
-            )
+            rows.append(row("sim 50 event.from wake-up", wake_ms, "ms", 1000, op="<="))
     finally:
         await sim.stop()
     return rows
 
 
 async def _big_lab_rows(n_vms: int) -> list[dict[str, Any]]:
-    rss0 = _rss_mib()
+    rss0 = rss_kib() / 1024
     start = time.monotonic()
     sim = Simulator(generate_lab(n_vms, 1), time_scale=0.01)
     load_s = time.monotonic() - start
-    rss = _rss_mib() - rss0
+    rss = rss_kib() / 1024 - rss0
     await sim.start()
     try:
         url = sim.manifest()["pools"][0]["master"]
@@ -129,10 +110,10 @@ async def _big_lab_rows(n_vms: int) -> list[dict[str, Any]]:
     finally:
         await sim.stop()
     return [
-        _row(f"sim {n_vms} VM lab load", load_s, "s", 30, higher_is_better=False),
-        _row(f"sim {n_vms} VM lab memory", rss, "MiB", 2048, higher_is_better=False),
-        _row(f"sim {n_vms} VM lab event.from '' sync", sync_s, "s", 30, higher_is_better=False),
-        _row(f"sim {n_vms} VM lab VM.get_all_records", records_s, "s", 10, higher_is_better=False),
+        row(f"sim {n_vms} VM lab load", load_s, "s", 30, op="<="),
+        row(f"sim {n_vms} VM lab memory", rss, "MiB", 2048, op="<="),
+        row(f"sim {n_vms} VM lab event.from '' sync", sync_s, "s", 30, op="<="),
+        row(f"sim {n_vms} VM lab VM.get_all_records", records_s, "s", 10, op="<="),
     ]
 
 
@@ -144,17 +125,5 @@ def run(n_vms: int = BIG_LAB_VMS) -> list[dict[str, Any]]:
     return asyncio.run(_run(n_vms))
 
 
-def main() -> int:
-    rows = run()
-    for row in rows:
-        target = (
-            f"(target {row['target']}, {'ok' if row['ok'] else 'MISSED'})"
-            if "target" in row
-            else ""
-        )
-        print(f"{row['name']:<45} {row['value']:>10} {row['unit']:<8} {target}")
-    return 0 if all(row.get("ok", True) for row in rows) else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    run_as_script(run)

@@ -15,7 +15,7 @@ import asyncio
 import sys
 from typing import Any
 
-from bench._common import ADMIN, RpcClient, connect, http_session, print_rows, row
+from bench._common import ADMIN, RpcClient, connect, http_session, row, run_as_script
 from bench._proc import Child
 from xen.sim import Simulator, load_lab
 
@@ -126,6 +126,4 @@ def run() -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    rows = run()
-    print_rows(rows)
-    sys.exit(0 if all(r.get("ok", True) for r in rows) else 1)
+    run_as_script(run)

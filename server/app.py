@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,7 +34,6 @@ from server.push import PushHub
 from server.rest import register as register_rest
 from server.state import ServerState
 from server.websocket import handle_api_socket
-from xen.config import PoolConfig
 from xen.store import ObjectStore
 
 log = logging.getLogger("xo_migrate.app")
@@ -49,21 +49,6 @@ def _pool_manager_class() -> Any:
     except ImportError:
         return None
     return PoolManager
-
-
-def record_to_pool_config(rec: ServerRecord) -> PoolConfig:
-    return PoolConfig(
-        id=rec.id,
-        url=rec.url,
-        username=rec.username,
-        password=rec.password,
-        password_env=rec.password_env,
-        label=rec.label,
-        allow_unauthorized=rec.allow_unauthorized,
-        ca_file=rec.ca_file,
-        enabled=rec.enabled,
-        credentials_error=rec.credentials_error,
-    )
 
 
 def build_state(config: ServerConfig, store: ObjectStore | None = None) -> ServerState:
@@ -99,6 +84,8 @@ def build_app(config: ServerConfig, store: ObjectStore | None = None) -> web.App
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     state.auth.ensure_default_admin()
+    # Expired tokens only ever fail sign-in; nothing else removes them, so purge at start.
+    state.db.delete_expired_tokens(time.time())
     _seed_config_pools(state)
     manager_class = _pool_manager_class()
     if manager_class is not None:
@@ -107,7 +94,7 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         for rec in state.db.servers():
             if rec.credentials_error:
                 log.warning("event=credentials_unreadable server=%s label=%s", rec.id, rec.label)
-            await state.pools.add(record_to_pool_config(rec))
+            await state.pools.add(rec.to_pool_config())
     else:
         log.warning("event=pools_unavailable reason=xen.pools_missing")
     try:
@@ -131,30 +118,13 @@ def _seed_config_pools(state: ServerState) -> None:
     """Pools of the config file are stored like `server.add` ones. The file stays the source
     of truth for their address and credentials; enabled/disabled is kept from the database."""
     for cfg in state.config.pools:
-        rec = state.db.server(cfg.id)
-        if rec is None:
-            state.db.add_server(
-                ServerRecord(
-                    id=cfg.id,
-                    url=cfg.url,
-                    username=cfg.username,
-                    password=cfg.password,
-                    password_env=cfg.password_env,
-                    label=cfg.label,
-                    allow_unauthorized=cfg.allow_unauthorized,
-                    ca_file=cfg.ca_file,
-                    enabled=cfg.enabled,
-                )
-            )
-            continue
-        rec.url, rec.username = cfg.url, cfg.username
-        rec.password, rec.password_env = cfg.password, cfg.password_env
+        stored = state.db.server(cfg.id)
+        rec = ServerRecord.from_pool_config(cfg)
         rec.credentials_error = ""  # the file gives the password again
-        rec.label, rec.allow_unauthorized, rec.ca_file = (
-            cfg.label,
-            cfg.allow_unauthorized,
-            cfg.ca_file,
-        )
+        if stored is None:
+            state.db.add_server(rec)
+            continue
+        rec.enabled, rec.created_at = stored.enabled, stored.created_at
         state.db.update_server(rec)
 
 

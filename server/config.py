@@ -74,6 +74,22 @@ def pool_id_for(url: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, url))
 
 
+def manifest_pool_config(
+    pool: dict[str, Any], pool_id: str | None = None, allow_unauthorized: bool = False
+) -> PoolConfig:
+    """One pool of a simulator manifest (`xo-migrate sim --manifest`) as a pool to connect
+    to; its id is derived from the master URL unless given."""
+    return PoolConfig(
+        id=pool_id or pool_id_for(pool["master"]),
+        url=pool["master"],
+        username=pool["username"],
+        password=pool["password"],
+        label=pool["name"],
+        allow_unauthorized=allow_unauthorized,
+        ca_file=pool.get("ca_file", ""),  # an HTTPS lab gives each pool a bundle to pin
+    )
+
+
 def normalize_pool_url(host: str) -> str:
     """xo-server's `host` may be `1.2.3.4`, `host:port` or a URL; we keep a URL ending in /."""
     url = host if "://" in host else f"https://{host}"

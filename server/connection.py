@@ -103,9 +103,6 @@ class Connection:
         while len(self._tasks) >= limit:
             await asyncio.wait(list(self._tasks), return_when=asyncio.FIRST_COMPLETED)
 
-    def push_backlog(self) -> int:
-        return 0 if self._outbox is None else self._outbox.backlog()
-
     async def disconnect(self) -> None:
         """Close the transport (WebSocket); its handler then calls `aclose`."""
         if self._kick is not None:

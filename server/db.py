@@ -15,11 +15,12 @@ import json
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from server.credentials import CredentialCipher, CredentialsUnreadable
+from xen.config import PoolConfig
 
 log = logging.getLogger("xo_migrate.db")
 
@@ -128,6 +129,18 @@ class ServerRecord:
 
     def __repr__(self) -> str:  # never leak the password into logs
         return f"ServerRecord(id={self.id!r}, url={self.url!r}, username={self.username!r})"
+
+    # A stored pool is a PoolConfig plus `created_at`: the conversions copy fields by name.
+
+    @classmethod
+    def from_pool_config(cls, cfg: PoolConfig) -> ServerRecord:
+        return cls(**{name: getattr(cfg, name) for name in _POOL_CONFIG_FIELDS})
+
+    def to_pool_config(self) -> PoolConfig:
+        return PoolConfig(**{name: getattr(self, name) for name in _POOL_CONFIG_FIELDS})
+
+
+_POOL_CONFIG_FIELDS = tuple(f.name for f in fields(PoolConfig))
 
 
 class Database:
@@ -308,6 +321,7 @@ class Database:
         )
 
     def update_server(self, rec: ServerRecord) -> None:
+        password_args: tuple[str, ...]
         if rec.credentials_error:
             # The password is unknown: keep the stored one (the old key may come back).
             password_sql, password_args = "", ()

@@ -58,7 +58,3 @@ def parse_duration_ms(value: float | int | str) -> float:
     if factor is None:
         raise ValueError(f"invalid duration: {value!r}")
     return float(number) * factor
-
-
-def parse_duration_s(value: float | int | str) -> float:
-    return parse_duration_ms(value) / 1000.0

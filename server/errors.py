@@ -73,10 +73,6 @@ def server_error(message: str, data: dict[str, Any]) -> RpcError:
 # -- XO errors (xo-common api-errors, codes 0..28) -----------------------------------------------
 
 
-def not_implemented() -> XoError:
-    return XoError(0, "not implemented")
-
-
 def no_such_object(obj_id: Any = None, obj_type: str | list[str] | None = None) -> XoError:
     type_text = ",".join(obj_type) if isinstance(obj_type, list) else obj_type
     # Template literals print a missing id as "undefined" (`noSuchObject()`).
@@ -166,20 +162,6 @@ def host_offline(host: str | None) -> XoError:
 
 def operation_blocked(object_id: str | None, code: str | None = None) -> XoError:
     return XoError(19, "operation blocked", _defined(objectId=object_id, code=code))
-
-
-def operation_failed(object_id: str | None, code: str | None = None) -> XoError:
-    return XoError(21, "operation failed", _defined(objectId=object_id, code=code))
-
-
-def incorrect_state(
-    actual: Any = None, expected: Any = None, obj: Any = None, prop: str | None = None
-) -> XoError:
-    return XoError(
-        25,
-        "incorrect state",
-        _defined(actual=actual, expected=expected, object=obj, property=prop),
-    )
 
 
 def service_unavailable(service_name: str) -> XoError:

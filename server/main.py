@@ -19,7 +19,13 @@ from typing import Any
 from aiohttp import web
 
 from server.app import build_app, ssl_context
-from server.config import ConfigError, ServerConfig, load_config, pool_id_for
+from server.config import (
+    ConfigError,
+    ServerConfig,
+    load_config,
+    manifest_pool_config,
+    pool_id_for,
+)
 from server.gc_tuning import tune_for_server
 from xen.config import PoolConfig
 
@@ -86,18 +92,13 @@ async def _start_embedded_lab(stack: contextlib.AsyncExitStack) -> list[PoolConf
         sim = Simulator(load_lab(), port=0)
         await sim.start()
     stack.push_async_callback(sim.stop)
-    pools = []
-    for pool in sim.manifest()["pools"]:
-        url = pool["master"]
-        pools.append(
-            PoolConfig(
-                id=pool_id_for(f"embedded-lab:{pool['name']}"),  # lab uuids change per run
-                url=url,
-                username=pool["username"],
-                password=pool["password"],
-                label=pool["name"],
-                allow_unauthorized=True,
-            )
+    pools = [
+        manifest_pool_config(
+            pool,
+            pool_id_for(f"embedded-lab:{pool['name']}"),  # lab uuids change per run
+            allow_unauthorized=True,
         )
+        for pool in sim.manifest()["pools"]
+    ]
     log.info("event=embedded_lab pools=%s", ",".join(p.label for p in pools))
     return pools

@@ -153,7 +153,7 @@ class PoolCache:
                 pool_id = pool_event["snapshot"].get("uuid") or pool_event["ref"]
                 if self.pool_id is not None and pool_id != self.pool_id:
                     log.warning(
-                        "pool identity changed pool=%s old=%s new=%s",
+                        "event=pool_identity_changed pool=%s old=%s new=%s",
                         self.label,
                         self.pool_id,
                         pool_id,

@@ -137,17 +137,20 @@ class PoolConnection:
             supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await supervisor
-        if self._cleanups:
-            await asyncio.wait(self._cleanups, timeout=self.options.close_timeout)
-            for cleanup in self._cleanups:
+        cleanups = list(self._cleanups)
+        if cleanups:
+            # Give abandoned XAPI tasks a chance to be cancelled/destroyed, then stop waiting.
+            await asyncio.wait(cleanups, timeout=self.options.close_timeout)
+            for cleanup in cleanups:
                 cleanup.cancel()
+            await asyncio.gather(*cleanups, return_exceptions=True)
         self.cache.fail_watches(PoolUnavailable(self.label, "connection closed"))
         self._ready.clear()
         self.status = "disconnected"
         timeout = self.options.close_timeout
         results = await asyncio.gather(self._events.aclose(timeout), self._workers.aclose(timeout))
         if not all(results):
-            log.warning("pool=%s threads still busy at close, abandoned", self.label)
+            log.warning("event=pool_threads_abandoned pool=%s", self.label)
 
     async def wait_ready(self, timeout: float) -> None:
         """Wait until connected with a complete cache; PoolUnavailable after `timeout`."""
@@ -290,7 +293,7 @@ class PoolConnection:
             async with asyncio.timeout(self.options.cancel_grace):
                 await asyncio.shield(watch.future)
         except (XapiError, PoolUnavailable, TimeoutError) as exc:
-            log.info("pool=%s task=%s cancel: %s", self.label, task_ref, exc)
+            log.info("event=task_cancel_failed pool=%s task=%s error=%s", self.label, task_ref, exc)
 
     async def _destroy_task(self, task_ref: str) -> None:
         if not self._ready.is_set() and not self._stopped:
@@ -303,14 +306,21 @@ class PoolConnection:
         try:
             await self.call("task.destroy", task_ref)
         except (XapiError, PoolUnavailable) as exc:
-            log.info("pool=%s task=%s destroy failed: %s", self.label, task_ref, exc)
+            log.info(
+                "event=task_destroy_failed pool=%s task=%s error=%s", self.label, task_ref, exc
+            )
 
     async def _destroy_when_ready(self, task_ref: str) -> None:
         try:
             await self.wait_ready(self.options.destroy_wait)
             await self.call("task.destroy", task_ref)
         except (XapiError, PoolUnavailable) as exc:
-            log.info("pool=%s task=%s deferred destroy failed: %s", self.label, task_ref, exc)
+            log.info(
+                "event=task_destroy_failed pool=%s task=%s deferred=true error=%s",
+                self.label,
+                task_ref,
+                exc,
+            )
 
     # -- worker threads ----------------------------------------------------------------
 
@@ -359,7 +369,7 @@ class PoolConnection:
                 if auth_failures >= opts.auth_max_attempts:
                     self.last_error = f"{exc} (gave up after {auth_failures} attempts)"
                     reason = "wrong credentials" if isinstance(exc, AuthFailed) else "TLS"
-                    log.error("pool=%s giving up: %s", self.label, reason)
+                    log.error("event=pool_gave_up pool=%s reason=%s", self.label, reason)
                     return
                 await asyncio.sleep(opts.auth_retry_interval)
                 continue
@@ -377,7 +387,7 @@ class PoolConnection:
             if self._was_ready:
                 backoff = opts.backoff_initial
                 redirects = 0
-            log.debug("pool=%s reconnect_in=%.2fs", self.label, backoff)
+            log.debug("event=pool_reconnect_wait pool=%s delay_s=%.2f", self.label, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, opts.backoff_max)
 
@@ -390,7 +400,7 @@ class PoolConnection:
         # The same failure again while reconnecting is not news: keep the log readable.
         log.log(
             logging.DEBUG if repeated else logging.WARNING,
-            "pool=%s status=%s was_connected=%s error=%s",
+            "event=pool_lost pool=%s status=%s was_connected=%s error=%s",
             self.label,
             status,
             was,
@@ -425,7 +435,7 @@ class PoolConnection:
                 self._generation += 1
                 self._ready.set()
                 log.info(
-                    "pool=%s status=connected pool_id=%s master=%s objects=%d",
+                    "event=pool_connected pool=%s pool_id=%s master=%s objects=%d",
                     self.label,
                     self.pool_id,
                     url_host(session.url),
@@ -437,7 +447,7 @@ class PoolConnection:
         timeout = float(self.options.event_timeout)
         started = time.monotonic()
         result = session.call("event.from", (list(self.options.classes), token, timeout))
-        log.debug("pool=%s event.from took=%.3fs", self.label, time.monotonic() - started)
+        log.debug("event=event_from pool=%s took_s=%.3f", self.label, time.monotonic() - started)
         return result
 
     async def _find_master(self) -> XapiSession:
@@ -467,7 +477,7 @@ class PoolConnection:
                 except HostIsSlave as exc:
                     session.close()
                     url = member_url(self.cfg.url, exc.master)
-                    log.info("pool=%s HOST_IS_SLAVE master=%s", self.label, exc.master)
+                    log.info("event=host_is_slave pool=%s master=%s", self.label, exc.master)
                     continue
                 except AuthFailed:
                     session.close()
@@ -494,7 +504,7 @@ class PoolConnection:
     def _redirect(self, address: str) -> None:
         url = member_url(self.cfg.url, address)
         if url != self.master_url:
-            log.info("pool=%s master moved to %s", self.label, address)
+            log.info("event=master_moved pool=%s master=%s", self.label, address)
             self.master_url = url
 
     async def _wait_for_reconnect(self, generation: int, exc: BaseException) -> None:

@@ -105,16 +105,16 @@ class PoolManager:
     def _connect(self, cfg: PoolConfig) -> None:
         if cfg.credentials_error:
             # Nothing to log in with: stay disconnected (statuses() says why), never try.
-            log.warning("server=%s not connecting: unreadable credentials", cfg.id)
+            log.warning("event=pool_not_connecting server=%s reason=credentials_unreadable", cfg.id)
             return
         conn = PoolConnection(cfg, self.store, self.options)
         self._connections[cfg.id] = conn
         conn.start()
-        log.info("server=%s url=%s connecting", cfg.id, cfg.url)
+        log.info("event=pool_connecting server=%s url=%s", cfg.id, cfg.url)
 
     async def _disconnect(self, server_id: str) -> None:
         conn = self._connections.pop(server_id, None)
         if conn is not None:
             await conn.aclose()
             conn.cache.clear()
-            log.info("server=%s disconnected", server_id)
+            log.info("event=pool_disconnected server=%s", server_id)

@@ -68,7 +68,9 @@ class TimeoutTransport(TimeoutTransportMixin, xmlrpc.client.Transport):
         self._live_conn = None
 
 
-class TimeoutSafeTransport(TimeoutTransportMixin, xmlrpc.client.SafeTransport):
+# The mixin's make_connection returns what SafeTransport makes (an HTTPSConnection); typeshed
+# cannot express "same as the other base", hence the ignore.
+class TimeoutSafeTransport(TimeoutTransportMixin, xmlrpc.client.SafeTransport):  # type: ignore[misc]
     def __init__(self, timeout: float, context: ssl.SSLContext) -> None:
         super().__init__(context=context)
         self.timeout = timeout
@@ -189,7 +191,7 @@ class XapiSession:
         try:
             self._session.xenapi.session.logout()
         except Exception as exc:  # best effort: the host may be gone
-            log.debug("logout failed url=%s error=%r", self.url, exc)
+            log.debug("event=logout_failed url=%s error=%r", self.url, exc)
 
     def abort(self) -> None:
         """From another thread: break a blocked request (e.g. an event.from long-poll)."""

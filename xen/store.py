@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,10 +114,6 @@ class ObjectStore:
             self._pending.exit.add(obj_id)
         self._schedule_flush()
 
-    def remove_many(self, obj_ids: Iterable[str]) -> None:
-        for obj_id in obj_ids:
-            self.remove(obj_id)
-
     def _unindex(self, obj: XoObject) -> None:
         by_type = self._by_type.get(obj["type"])
         if by_type is not None:
@@ -166,4 +162,4 @@ class ObjectStore:
             try:
                 subscriber(changes)
             except Exception:  # one broken subscriber must not starve the others
-                log.exception("store subscriber failed")
+                log.exception("event=store_subscriber_failed")

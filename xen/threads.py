@@ -12,6 +12,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -86,7 +87,7 @@ class ThreadRunner:
                 try:
                     self._on_exit()
                 except Exception:
-                    log.exception("thread cleanup failed runner=%s", self._name)
+                    log.exception("event=thread_cleanup_failed runner=%s", self._name)
 
     def close(self) -> list[threading.Thread]:
         """Stop taking jobs; every thread exits after its current job (running `on_exit`)."""
@@ -102,9 +103,9 @@ class ThreadRunner:
         threads = self.close()
 
         def join_all() -> bool:
-            deadline = timeout
+            deadline = time.monotonic() + timeout  # one budget for all, not one per thread
             for thread in threads:
-                thread.join(max(0.0, deadline))
+                thread.join(max(0.0, deadline - time.monotonic()))
             return not any(t.is_alive() for t in threads)
 
         if not threads:

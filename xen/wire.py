@@ -17,10 +17,6 @@ NULL_REF = "OpaqueRef:NULL"
 REF_PREFIX = "OpaqueRef:"
 
 
-def is_ref(value: object) -> bool:
-    return isinstance(value, str) and value.startswith(REF_PREFIX) and value != NULL_REF
-
-
 def prepare_arg(value: Any) -> Any:
     """Make a call argument safe for XAPI's XML-RPC unmarshaller.
 

@@ -32,6 +32,7 @@ HINTS: dict[str, str] = {
     "MIGRATION_IN_PROGRESS": "This VM is already being migrated; wait for that migration or cancel it.",
     "POOL_UNAVAILABLE": "xo-migrate is not connected to that pool right now; check server.getAll.",
     "CONNECTION_LOST": "The pool stayed unreachable while XAPI was migrating: check where the VM is, and migrate it again if needed.",
+    "SERVER_RESTARTED": "Check where the VM is now; start the migration again if needed.",
     "TASK_DESTROYED": "XAPI lost the migration's task (e.g. a toolstack restart): the message says where the VM is; migrate it again if needed.",
     "VM_HAS_PCI_ATTACHED": "Detach the passthrough PCI device before migrating.",
     "VM_HAS_VGPU": "Detach the vGPU (or use a migratable vGPU type) before migrating.",

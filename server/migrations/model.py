@@ -67,6 +67,7 @@ class Migration:
     def to_xo(self) -> dict[str, Any]:
         view = self.tracker.view() if self.tracker is not None else None
         plan = self.plan
+        eta: float | None
         if self.status == "success":
             progress, phase, eta = 1.0, "done", 0.0
         elif view is not None:

@@ -409,6 +409,7 @@ def complete_storage_plan(
 
     default_sr_id = target_pool.get("default_SR")
     for vbd, vdi, is_snapshot in _disk_vbds(store, vm):
+        target: XoObject | None
         if vdi["id"] in vdi_targets:
             target, reason = vdi_targets[vdi["id"]], "explicit map"
         elif sr is not None:

@@ -100,6 +100,19 @@ class ProgressTracker:
             self.phase = "finishing"
             self._sample()
 
+    def resume(self, phase: str, progress: float) -> None:
+        """Go on with a transfer that was under way before we lost sight of it (a server
+        restart) from its last known phase and progress; XAPI's task keeps its own."""
+        self.start_transfer()
+        if phase == "disks" and self.storage_motion and self.disk_total:
+            self.phase = "disks"
+            self._disk_done = min(float(self.disk_total), progress * self.bytes_total)
+            self._max_xapi = self._disk_done / self.disk_total  # to notice the memory phase
+        elif phase in ("memory", "finishing"):
+            self.phase = phase
+            self._disk_done = float(self.disk_total)
+        self.floor(progress)
+
     def _sample_at_start(self) -> None:
         self._samples.clear()
         self._samples.append((self._clock(), self._disk_done + self._memory_done))

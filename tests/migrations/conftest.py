@@ -3,7 +3,6 @@ that speaks like xo-cli, and name -> id lookups over xo.getAllObjects."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -12,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from server.config import pool_id_for
+from server.config import manifest_pool_config
 from server.migrations.service import MigrationSettings
+from tests.helpers import wait_until
 from tests.server.conftest import RunningServer, make_config, running_server
 from tests.server.xo_client import RpcError, XoClient
 from xen.config import PoolConfig
@@ -60,28 +60,8 @@ class Lab:
         return info.value.error
 
 
-async def wait_until(predicate: Any, timeout: float = 20.0, interval: float = 0.02) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(interval)
-
-
 def pool_configs(manifest: dict[str, Any]) -> list[PoolConfig]:
-    return [
-        PoolConfig(
-            id=pool_id_for(p["master"]),
-            url=p["master"],
-            username=p["username"],
-            password=p["password"],
-            label=p["name"],
-        )
-        for p in manifest["pools"]
-    ]
+    return [manifest_pool_config(p) for p in manifest["pools"]]
 
 
 @pytest.fixture

@@ -130,7 +130,7 @@ async def test_missing_default_sr_is_a_clear_error_and_changes_nothing(lab: Lab)
     async def unset() -> bool:
         return (await lab.get(pool_id))["default_SR"] is None
 
-    from tests.migrations.conftest import wait_until
+    from tests.helpers import wait_until
 
     await wait_until(unset)
     vm = await lab.id_of("VM", "app-01")  # local disk on a2: a3 cannot see it

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.migrations.conftest import Lab, wait_until
+from tests.helpers import wait_until
+from tests.migrations.conftest import Lab
 from tests.server.xo_client import XoClient
 
 pytestmark = pytest.mark.timeout(90)

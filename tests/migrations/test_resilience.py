@@ -13,7 +13,8 @@ import pytest
 import XenAPI
 
 from server.migrations.service import MigrationSettings
-from tests.migrations.conftest import Lab, lab_on, wait_until
+from tests.helpers import wait_until
+from tests.migrations.conftest import Lab, lab_on
 from tests.server.xo_client import RpcError, XoClient
 from xen.sim import Simulator
 from xen.sim.registry import Fault

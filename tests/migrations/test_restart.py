@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from server.migrations.service import MigrationSettings
-from tests.migrations.conftest import Lab, lab_on, wait_until
+from tests.helpers import wait_until
+from tests.migrations.conftest import Lab, lab_on, pool_configs
+from tests.server.conftest import make_config, running_server
+from tests.server.xo_client import XoClient
 from xen.sim import Simulator
 
 pytestmark = pytest.mark.timeout(120)
@@ -80,3 +85,115 @@ async def test_a_migration_queued_at_shutdown_is_queued_again(
         rec = await lab.client.call("migration.wait", {"id": again}, timeout=60)
         assert rec["status"] == "success" and rec["vm"] == vm
         assert (await lab.get(vm))["$container"] == b1
+
+
+async def watch(watcher: XoClient, migration_id: str) -> list[dict[str, Any]]:
+    """Every pushed state of the migration object, until it is finished."""
+    seen: list[dict[str, Any]] = []
+    while True:
+        message = await watcher.next_notification(timeout=60)
+        params = message["params"]
+        if message["method"] != "all" or params["type"] != "enter":
+            continue
+        obj = params["items"].get(migration_id)
+        if obj is not None:
+            seen.append(obj)
+            if obj["status"] not in ("queued", "running"):
+                return seen
+
+
+async def start_and_stop(
+    sim: Simulator, tmp_path: Path, settings: MigrationSettings
+) -> tuple[str, float]:
+    """db-01 to b1 (storage motion, cross-pool), the server stopped during its disk phase:
+    the migration's id and the last progress seen before the stop."""
+    async with lab_on(sim, tmp_path, settings) as lab:
+        vm = await lab.id_of("VM", "db-01")
+        b1 = await lab.id_of("host", "b1")
+        migration_id = await lab.client.call("migration.start", {"vm": vm, "targetHost": b1})
+        rec = await find(lab, migration_id, lambda r: r["phase"] == "disks" and r["progress"] > 0)
+    return migration_id, rec["progress"]
+
+
+async def test_a_migration_running_at_shutdown_is_live_again_after_a_restart(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    settings = MigrationSettings()
+    sim.timing.time_scale = 0.03  # db-01 cross-pool: long enough to watch it after the restart
+    migration_id, progress_at_stop = await start_and_stop(sim, tmp_path, settings)
+    async with lab_on(sim, tmp_path, settings) as lab:
+        watcher = await lab.connect()
+        watching = asyncio.create_task(watch(watcher, migration_id))
+        # Live again under its own id and user, in getAll's live set.
+        live = await find(lab, migration_id, lambda r: r["status"] == "running")
+        assert live["userEmail"] == "admin@admin.net" and live["mode"] == "migrate_send"
+        assert live["xapiTaskRef"] and live["bytesTotal"] > 0
+        assert live["progress"] >= progress_at_stop
+        # ... and an object of the live collection, as any running migration.
+        pushed = (await lab.objects(type="migration"))[migration_id]
+        assert pushed["status"] == "running" and pushed["phase"] in ("disks", "memory")
+
+        rec = await lab.client.call("migration.wait", {"id": migration_id}, timeout=60)
+        assert rec["status"] == "success" and rec["progress"] == 1.0 and rec["error"] is None
+        assert (await lab.get(rec["vm"]))["$container"] == rec["targetHost"]
+        # Its progress was pushed as it went, and never went back.
+        seen = await asyncio.wait_for(watching, 10)
+        running = [obj["progress"] for obj in seen if obj["status"] == "running"]
+        assert len(running) >= 3 and running[-1] > running[0], running
+        progress = [obj["progress"] for obj in seen]
+        assert progress == sorted(progress) and seen[-1]["status"] == "success"
+        assert progress[0] >= progress_at_stop
+        assert any(obj["eta"] for obj in seen if obj["status"] == "running")
+        # The XAPI task was destroyed once followed to its end.
+        assert not lab.sim.pool("Pool A").db.all_refs("task")
+
+
+async def test_a_recovered_migration_can_be_cancelled_while_xapi_allows(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    settings = MigrationSettings(cancel_wait_s=10.0)
+    sim.timing.time_scale = 0.03
+    migration_id, _ = await start_and_stop(sim, tmp_path, settings)
+    async with lab_on(sim, tmp_path, settings) as lab:
+        rec = await find(lab, migration_id, lambda r: r["status"] == "running" and r["xapiTask"])
+        source = rec["sourceHost"]
+        answer = await lab.client.call("migration.cancel", {"id": migration_id}, timeout=20)
+        assert answer == {"cancelled": True, "status": "cancelled"}
+        final = await lab.client.call("migration.wait", {"id": migration_id}, timeout=20)
+        assert final["status"] == "cancelled" and final["error"]["code"] == "TASK_CANCELLED"
+        assert final["progress"] < 1.0
+        assert (await lab.get(rec["vm"]))["$container"] == source  # it stayed where it was
+
+        # The VM is free again: a new migration of it is accepted and goes through.
+        sim.timing.time_scale = 0.002
+        again = await lab.client.call(
+            "migration.start", {"vm": rec["vm"], "targetHost": rec["targetHost"]}
+        )
+        done = await lab.client.call("migration.wait", {"id": again}, timeout=60)
+        assert done["status"] == "success"
+
+
+async def test_a_recovered_migration_whose_pool_stays_away_ends_interrupted(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    settings = MigrationSettings(recover_wait_s=1.0, arrival_wait_s=1.0)
+    sim.timing.time_scale = 0.03
+    migration_id, _ = await start_and_stop(sim, tmp_path, settings)
+    pool_a = sim.pool("Pool A")
+    pool_a.set_reachable(False)  # the source pool is down when the server starts again
+    config = make_config(tmp_path, pools=pool_configs(sim.manifest()), migration=settings)
+    try:
+        async with running_server(config) as srv:
+            client = await XoClient.connect(srv.ws_url)
+            try:
+                await client.sign_in()
+                live = await client.call("migration.get", {"id": migration_id})
+                assert live["status"] == "running"  # live while the pool may still come back
+                final = await client.call("migration.wait", {"id": migration_id}, timeout=30)
+                assert final["status"] == "interrupted"
+                assert final["error"]["code"] == "SERVER_RESTARTED"
+                assert final["error"]["hint"].startswith("Check where the VM is now")
+            finally:
+                await client.close()
+    finally:
+        pool_a.set_reachable(True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.migrations.conftest import Lab, wait_until
+from tests.helpers import wait_until
+from tests.migrations.conftest import Lab
 
 pytestmark = pytest.mark.timeout(90)
 

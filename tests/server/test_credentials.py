@@ -17,8 +17,9 @@ import pytest
 
 from server.db import SCHEMA
 from tests.conftest import SIM_TIME_SCALE
+from tests.helpers import wait_until
 from tests.server.conftest import make_config, running_server
-from tests.server.test_servers import status_of, wait_for
+from tests.server.test_servers import status_of
 from tests.server.xo_client import XoClient
 from xen.sim import Simulator, load_lab
 
@@ -82,7 +83,7 @@ async def connected(client: XoClient, server_id: str) -> dict[str, Any]:
         entry = await status_of(client, server_id)
         return entry if entry["status"] == "connected" else None
 
-    return await wait_for(check)
+    return await wait_until(check)
 
 
 async def test_password_encrypted_at_rest_and_restart_connects(

@@ -16,7 +16,8 @@ import pytest
 
 from server.migrations.service import MigrationSettings
 from server.rest import REST
-from tests.migrations.conftest import Lab, lab_on, wait_until
+from tests.helpers import wait_until
+from tests.migrations.conftest import Lab, lab_on
 from tests.server.conftest import RunningServer
 from xen.sim import Simulator
 

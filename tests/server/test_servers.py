@@ -10,19 +10,9 @@ from typing import Any
 import pytest
 import XenAPI
 
+from tests.helpers import wait_until
 from tests.server.conftest import make_config, running_server
 from tests.server.xo_client import XoClient
-
-
-async def wait_for(predicate: Any, timeout: float = 20.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.05)
 
 
 async def status_of(client: XoClient, server_id: str) -> dict[str, Any]:
@@ -59,7 +49,7 @@ async def test_add_connect_push_disable_enable_remove_and_persist(
             entry = await status_of(client, server_id)
             return entry if entry["status"] == "connected" else None
 
-        entry = await wait_for(connected)
+        entry = await wait_until(connected)
         assert entry["poolId"] == pool["uuid"]
         assert entry["label"] == pool["name"] and entry["enabled"] is True
         assert "password" not in entry
@@ -95,9 +85,9 @@ async def test_add_connect_push_disable_enable_remove_and_persist(
         assert await client.call("server.disable", {"id": server_id}) is True
         entry = await status_of(client, server_id)
         assert entry["enabled"] is False and entry["status"] == "disconnected"
-        await wait_for(lambda: _no_vms(client))
+        await wait_until(lambda: _no_vms(client))
         assert await client.call("server.enable", {"id": server_id}) is True
-        await wait_for(connected)
+        await wait_until(connected)
         await client.close()
         for w in watchers:
             await w.close()
@@ -106,7 +96,7 @@ async def test_add_connect_push_disable_enable_remove_and_persist(
     async with running_server(make_config(tmp_path)) as srv:
         client = await XoClient.connect(srv.ws_url)
         await client.sign_in()
-        await wait_for(connected)
+        await wait_until(connected)
         assert await client.call("server.remove", {"id": server_id}) is True
         assert await client.call("server.getAll") == []
         response = await client.request("server.remove", {"id": server_id})
@@ -134,7 +124,7 @@ async def test_wrong_credentials_show_in_status(tmp_path: Path, manifest: dict[s
             entry = await status_of(client, server_id)
             return entry if entry.get("error") else None
 
-        entry = await wait_for(failed)
+        entry = await wait_until(failed)
         assert entry["status"] != "connected"
         assert "SESSION_AUTHENTICATION_FAILED" in str(entry["error"])
         await client.close()

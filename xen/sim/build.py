@@ -544,7 +544,3 @@ class PoolBuilder:
         for i, (net, mac) in enumerate(zip(networks, macs, strict=True)):
             self._vif(snap, self.networks[net], str(i), mac, False)
         self._finish_vm(snap)
-
-
-def build_pool(lab: Lab, spec: PoolSpec) -> Database:
-    return PoolBuilder(lab, spec).build()

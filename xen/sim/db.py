@@ -116,14 +116,6 @@ class ClassSpec:
     fields: dict[str, FieldSpec]
     messages: dict[str, MessageSpec]
 
-    @property
-    def event_name(self) -> str:
-        return self.name.lower()
-
-    @property
-    def has_name_label(self) -> bool:
-        return "name_label" in self.fields
-
 
 def type_kind(t: str) -> str:
     if t.endswith(" ref"):
@@ -292,9 +284,6 @@ class Database:
         """A deep copy of the record, as get_record and event snapshots return it."""
         return _copy_value(self.get(cls, ref))
 
-    def get_field(self, cls: str, ref: str, name: str) -> Any:
-        return self.get(cls, ref)[name]
-
     def by_uuid(self, cls: str, uuid: str) -> str:
         try:
             return self._uuid_index[(cls, uuid)]
@@ -315,10 +304,6 @@ class Database:
     def all_refs(self, cls: str) -> list[str]:
         return list(self.tables.get(cls, {}))
 
-    def class_of(self, ref: str) -> str | None:
-        meta = self._meta.get(ref)
-        return meta.cls if meta is not None and not meta.deleted else None
-
     # -- writes --------------------------------------------------------------------------
 
     def create(self, cls: str, ref: str | None = None, /, **values: Any) -> str:
@@ -331,7 +316,7 @@ class Database:
         ref = ref or new_ref()
         # Defaults are immutable scalars or flat, usually empty, containers: a shallow copy
         # of those is enough and far cheaper than deepcopy (10,000-VM labs).
-        rec = {
+        rec: dict[str, Any] = {
             name: f.default.copy() if isinstance(f.default, list | dict) else f.default
             for name, f in spec.fields.items()
         }
@@ -368,7 +353,8 @@ class Database:
                 if value and value != NULL_REF:
                     self._link(parent, value, set_field, ref)
             if name == "uuid":
-                self._uuid_index.pop((cls, old), None)
+                if old is not None:
+                    self._uuid_index.pop((cls, old), None)
                 self._uuid_index[(cls, value)] = ref
             rec[name] = value
         self._touch(ref)

@@ -8,7 +8,6 @@ parameter count, the argument types, and finally the handler.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -29,7 +28,6 @@ from xen.sim.unmarshal import ArgTypeError, convert, convert_args
 if TYPE_CHECKING:
     from xen.sim.pool import SimPool
 
-log = logging.getLogger(__name__)
 
 NO_ASYNC_CLASSES = frozenset({"session", "task", "event"})
 GENERIC_NAMES = ("get_all", "get_all_records", "get_record", "get_by_uuid", "get_by_name_label")

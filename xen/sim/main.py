@@ -15,7 +15,6 @@ from xen.sim.lab import LabError, load_lab
 from xen.sim.simulator import Simulator
 
 DEFAULT_PORT = 4430
-log = logging.getLogger(__name__)
 
 
 def describe(sim: Simulator) -> str:

@@ -120,7 +120,7 @@ class SimPool:
         """`new_master_name` becomes master; the old one answers HOST_IS_SLAVE [new address]."""
         new = self.host_ref(new_master_name)
         self.db.update("pool", self.ref, master=new)
-        log.info("failover pool=%s new_master=%s", self.name, new_master_name)
+        log.info("event=failover pool=%s new_master=%s", self.name, new_master_name)
 
     def set_reachable(self, reachable: bool) -> None:
         """False: every host of the pool refuses connections (and drops open ones)."""
@@ -187,7 +187,9 @@ class SimPool:
             elif fault.kind == "master_failover":
                 self.failover(fault.host)
         except (KeyError, XapiFailure):
-            log.warning("fault_skipped pool=%s kind=%s host=%s", self.name, fault.kind, fault.host)
+            log.warning(
+                "event=fault_skipped pool=%s kind=%s host=%s", self.name, fault.kind, fault.host
+            )
 
     async def stop(self) -> None:
         self.closing = True

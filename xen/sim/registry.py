@@ -18,7 +18,7 @@ the result as an XML string, failure with `error_info`, `cancelled` for TASK_CAN
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -130,7 +130,7 @@ class SimulatorLike(Protocol):
         ...
 
     @property
-    def pools(self) -> list[PoolLike]: ...
+    def pools(self) -> Sequence[PoolLike]: ...
 
     def server_certificate(self, address: str) -> str:
         """The PEM certificate the host at `address` serves (host.get_server_certificate)."""
@@ -145,7 +145,10 @@ class PoolLike(Protocol):
     db: Database
     timing: Timing
     faults: list[Fault]
-    sim: SimulatorLike
+
+    # Read-only, so that a SimPool whose `sim` is the concrete Simulator still conforms.
+    @property
+    def sim(self) -> SimulatorLike: ...
 
     @property
     def master_ref(self) -> str: ...

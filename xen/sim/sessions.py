@@ -87,7 +87,7 @@ class SessionStore:
             await asyncio.sleep(slow.delay_s * pool.timing.time_scale)
         forced_failure = pool.find_fault("login_fail") is not None
         if forced_failure or uname != pool.spec.username or pwd != pool.spec.password:
-            log.info("login_failed pool=%s user=%s", pool.name, uname)
+            log.info("event=login_failed pool=%s user=%s", pool.name, uname)
             # XAPI sleeps before answering a failed login, on purpose.
             await asyncio.sleep(pool.timing.login_failure_delay_s * pool.timing.time_scale)
             raise XapiFailure(
@@ -96,7 +96,7 @@ class SessionStore:
                 "Authentication failure",
             )
         ref = self.create(uname, originator)
-        log.debug("login pool=%s user=%s originator=%s", pool.name, uname, originator)
+        log.debug("event=login pool=%s user=%s originator=%s", pool.name, uname, originator)
         return ref
 
 

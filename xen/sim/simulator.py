@@ -112,7 +112,9 @@ class Simulator:
             self._listeners[address] = await self._create_server(address, sock)
         for pool in self._pools:
             pool.start()
-        log.info("sim_started port=%d hosts=%d scheme=%s", self.port, len(sockets), self.scheme)
+        log.info(
+            "event=sim_started port=%d hosts=%d scheme=%s", self.port, len(sockets), self.scheme
+        )
 
     async def stop(self) -> None:
         for pool in self._pools:
@@ -129,7 +131,7 @@ class Simulator:
             await self._runner.cleanup()  # also cancels in-flight handlers
             self._runner = None
         self.certificates.close()
-        log.info("sim_stopped port=%d", self.port)
+        log.info("event=sim_stopped port=%d", self.port)
 
     def _bind_all(self) -> dict[str, socket.socket]:
         addresses = self.addresses()
@@ -175,9 +177,12 @@ class Simulator:
         runner = self._runner
         assert runner is not None
 
+        server = runner.server
+        assert server is not None  # set by runner.setup() in start()
+
         def protocol() -> Any:
             self.accepted[address] += 1
-            return runner.server()
+            return server()
 
         context: ssl.SSLContext | None = None
         if self.https:
@@ -262,7 +267,7 @@ class Simulator:
         except XapiFailure as failure:
             out = codec.xmlrpc_failure([failure.code, *failure.params])
         except Exception as exc:
-            log.exception("call_crashed method=%s", method)
+            log.exception("event=call_crashed method=%s", method)
             out = codec.xmlrpc_failure(["INTERNAL_ERROR", f"{type(exc).__name__}: {exc}"])
         return _xml(out)
 
@@ -281,7 +286,7 @@ class Simulator:
         except XapiFailure as failure:
             out = codec.jsonrpc_failure([failure.code, *failure.params], call_id, v2)
         except Exception as exc:
-            log.exception("call_crashed method=%s", method)
+            log.exception("event=call_crashed method=%s", method)
             out = codec.jsonrpc_failure(
                 ["INTERNAL_ERROR", f"{type(exc).__name__}: {exc}"], call_id, v2
             )

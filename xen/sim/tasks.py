@@ -106,7 +106,7 @@ class TaskRunner:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a handler bug must still end the task, visibly
-            log.exception("task_crashed task=%s method=%s", ref, ctx.method)
+            log.exception("event=task_crashed task=%s method=%s", ref, ctx.method)
             self.fail(ref, ["INTERNAL_ERROR", f"{type(exc).__name__}: {exc}"])
         else:
             self.complete(ref, result)
@@ -185,7 +185,7 @@ class TaskRunner:
 
 
 def _runner(ctx: CallContext) -> TaskRunner:
-    return ctx.pool.tasks  # type: ignore[attr-defined,no-any-return]
+    return ctx.pool.tasks  # type: ignore[attr-defined]
 
 
 @message("task.cancel", asynchronous=False)

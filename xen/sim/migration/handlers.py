@@ -53,7 +53,7 @@ def migrate_receive(
     session = ctx.pool.create_session(_session_user(ctx))
     base = ctx.pool.base_url(address)
     master = ctx.pool.base_url(ctx.pool.host_address(ctx.pool.master_ref))
-    log.info("migrate_receive pool=%s host=%s address=%s", ctx.pool.name, host, address)
+    log.info("event=migrate_receive pool=%s host=%s address=%s", ctx.pool.name, host, address)
     return {
         "SM": f"{base}/services/SM?session_id={session}",
         "host": host,

@@ -129,7 +129,7 @@ class Migration:
         ctx.set_cancellable(True)
         db.map_set("VM", vm, "current_operations", run.key, op)
         db.update("VM", vm, allowed_operations=vm_allowed_operations(db.get("VM", vm)))
-        log.info("migration start vm=%s op=%s task=%s", run.uuid, op, run.key)
+        log.info("event=migration_start vm=%s op=%s task=%s", run.uuid, op, run.key)
         return run
 
     @property
@@ -197,7 +197,9 @@ class Migration:
         for key in (self.name, self.uuid):
             fault = self.ctx.pool.find_fault("migration", vm=key, phase=phase)
             if fault is not None:
-                log.info("migration fault vm=%s phase=%s code=%s", self.uuid, phase, fault.code)
+                log.info(
+                    "event=migration_fault vm=%s phase=%s code=%s", self.uuid, phase, fault.code
+                )
                 raise XapiFailure(fault.code or "INTERNAL_ERROR", *fault.params)
 
     async def advance(self, seconds: float, start: float, end: float) -> None:
@@ -273,7 +275,7 @@ class Migration:
         # Everything below is synchronous: the outcome lands as one burst of events.
         result = self.commit_cross() if self.dst.cross else self.commit_intra()
         log.info(
-            "migration done vm=%s op=%s task=%s cross=%s",
+            "event=migration_done vm=%s op=%s task=%s cross=%s",
             self.uuid,
             self.op,
             self.key,
@@ -536,7 +538,11 @@ class Migration:
         self._release_vm()
         code = exc.code if isinstance(exc, XapiFailure) else type(exc).__name__
         log.info(
-            "migration rolled back vm=%s op=%s task=%s error=%s", self.uuid, self.op, self.key, code
+            "event=migration_rolled_back vm=%s op=%s task=%s error=%s",
+            self.uuid,
+            self.op,
+            self.key,
+            code,
         )
 
 
