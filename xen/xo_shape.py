@@ -166,6 +166,22 @@ def _vm(obj: XoObject, record: dict[str, Any], linker: Linker) -> None:
     obj["$container"] = host if running and host else linker.pool_id
     obj["VIFs"] = obj.get("$VIFs", [])
     obj["affinityHost"] = obj.get("$affinity")
+    # xo-server's derived summaries, which its clients read instead of the raw fields.
+    obj["memory"] = {
+        "dynamic": [
+            _to_int(record.get("memory_dynamic_min")),
+            _to_int(record.get("memory_dynamic_max")),
+        ],
+        "static": [
+            _to_int(record.get("memory_static_min")),
+            _to_int(record.get("memory_static_max")),
+        ],
+        "size": _to_int(record.get("memory_dynamic_max")),
+    }
+    obj["CPUs"] = {
+        "max": _to_int(record.get("VCPUs_max")),
+        "number": _to_int(record.get("VCPUs_at_startup")),
+    }
 
 
 def _host(obj: XoObject, record: dict[str, Any], linker: Linker) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 HINTS: dict[str, str] = {
-    "VM_BAD_POWER_STATE": "Start the VM first: only running VMs can be live-migrated.",
+    "VM_BAD_POWER_STATE": "XenMotion moves only running VMs: start it, or move it halted with storage motion (give sr, or use vm.migrate_pool).",
     "VM_IS_TEMPLATE": "Templates cannot be migrated; copy the template instead.",
     "VM_IS_SNAPSHOT": "Snapshots move with their VM; migrate the VM itself.",
     "OPERATION_BLOCKED": "Migration is blocked on this VM (blocked_operations); remove the block to proceed.",

@@ -104,6 +104,8 @@ class Plan:
     memory: dict[str, Any] = field(default_factory=dict)
     sr_space: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # Refusals XAPI will certainly answer, predicted from the cache: {code, message}.
+    blockers: list[dict[str, str]] = field(default_factory=list)
     # Set when pool_migrate may fall back to storage motion on VM_REQUIRES_SR.
     fallback: str = ""
 
@@ -174,6 +176,7 @@ class Plan:
             "memory": self.memory,
             "srSpace": self.sr_space,
             "warnings": self.warnings,
+            "blockers": self.blockers,
             **({"fallback": self.fallback} if self.fallback else {}),
         }
 
@@ -333,6 +336,7 @@ def make_plan(store: ObjectStore, req: MigrationRequest) -> Plan:
         plan.warnings += _network_warnings(store, host, mignet)
 
     _plan_memory(store, plan, vm, host)
+    _plan_vm_state(plan, vm)
     if not storage_motion:
         plan.fallback = "storage motion if XAPI answers VM_REQUIRES_SR (storage not shared)"
         if mignet is not None:
@@ -489,6 +493,38 @@ def _disk(
     )
 
 
+# Power states each call accepts (xapi.md 3.3 and 3.5), lower-case as XAPI reports them.
+ACCEPTED_STATES = {"pool_migrate": ("running",), "migrate_send": ("halted", "suspended", "running")}
+
+
+def _plan_vm_state(plan: Plan, vm: XoObject) -> None:
+    """The VM-level refusals XAPI checks first: blocked operation, then power state."""
+    reason = (vm.get("blocked_operations") or {}).get(plan.mode)
+    if reason is not None:
+        plan.blockers.append(
+            {
+                "code": "OPERATION_BLOCKED",
+                "message": f"{plan.mode} is blocked on this VM ({reason}): XAPI will refuse "
+                "with OPERATION_BLOCKED; remove the block to proceed",
+            }
+        )
+    state = str(vm.get("power_state", "")).lower()
+    accepted = ACCEPTED_STATES[plan.mode]
+    if state not in accepted:
+        advice = (
+            "; a halted VM can move with storage motion (give sr, or use vm.migrate_pool)"
+            if plan.mode == "pool_migrate" and state == "halted"
+            else ""
+        )
+        plan.blockers.append(
+            {
+                "code": "VM_BAD_POWER_STATE",
+                "message": f"the VM is {state} but {plan.mode} needs "
+                f"{' or '.join(accepted)}: XAPI will refuse with VM_BAD_POWER_STATE{advice}",
+            }
+        )
+
+
 def _plan_memory(store: ObjectStore, plan: Plan, vm: XoObject, host: XoObject) -> None:
     needed = int(vm.get("memory_dynamic_min") or vm.get("memory_static_max") or 0)
     memory = host.get("memory") or {}
@@ -501,6 +537,12 @@ def _plan_memory(store: ObjectStore, plan: Plan, vm: XoObject, host: XoObject) -
         "ok": same_host or free >= needed,
     }
     if not plan.memory["ok"]:
+        plan.blockers.append(
+            {
+                "code": "HOST_NOT_ENOUGH_FREE_MEMORY",
+                "message": f"the target host has {free} bytes free, the VM needs {needed}",
+            }
+        )
         plan.warnings.append(
             f"the target host has {free} bytes free, the VM needs {needed}: "
             "XAPI will refuse with HOST_NOT_ENOUGH_FREE_MEMORY"

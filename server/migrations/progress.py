@@ -20,6 +20,9 @@ MEMORY_PHASE_END = 10 / 11
 PHASE_RESTART_DROP = 0.3
 RUNNING_CAP = 0.99
 RATE_WINDOW = 8  # samples used to measure the current rate
+# No rate (so no ETA) before this many samples: the first step of a phase is mostly setup
+# (snapshot, mirror, reservation), and a rate over it says nothing about the transfer.
+MIN_RATE_SAMPLES = 4
 
 
 @dataclass(slots=True)
@@ -133,7 +136,7 @@ class ProgressTracker:
         self._progress = max(self._progress, min(RUNNING_CAP, fraction))
 
     def rate(self) -> float | None:
-        if len(self._samples) < 2:
+        if len(self._samples) < MIN_RATE_SAMPLES:
             return None
         (t0, b0), (t1, b1) = self._samples[0], self._samples[-1]
         if t1 <= t0 or b1 <= b0:

@@ -137,8 +137,8 @@ class MigrationService:
         if not plan.storage_motion:
             return {
                 "ran": False,
-                "reason": "XenMotion (pool_migrate) has no XAPI dry run; the memory and "
-                "power-state checks above are what XAPI will verify",
+                "reason": "XenMotion (pool_migrate) has no XAPI dry run; see `blockers` for "
+                "the refusals predicted from the blocked operations, power state and memory",
             }
         try:
             src = self._connections.connection(plan.source_pool)
@@ -408,7 +408,7 @@ def _cancel_answer(outcome: str | None, status: str, reason: str = "") -> dict[s
     """migration.cancel's result: `cancelled`, the migration's status, and when it was not
     cancelled a machine-readable `outcome` (already_finished | too_late | pool_unreachable |
     refused | pending) with a `reason` a person can read."""
-    if status == "cancelled":
+    if status == "cancelled" and outcome != "already_finished":
         return {"cancelled": True, "status": status}
     answer: dict[str, Any] = {"cancelled": False, "status": status}
     answer["outcome"] = outcome or "too_late"

@@ -15,6 +15,9 @@ pytestmark = pytest.mark.timeout(60)
 async def test_halted_vm_gets_xo_bad_power_state(lab: Lab) -> None:
     vm = await lab.id_of("VM", "halted-01")
     a2 = await lab.id_of("host", "a2")
+    plan = await lab.client.call("migration.plan", {"vm": vm, "targetHost": a2})
+    assert [b["code"] for b in plan["blockers"]] == ["VM_BAD_POWER_STATE"]
+    assert "storage motion" in plan["blockers"][0]["message"]
     error = await lab.error_of("vm.migrate", {"vm": vm, "targetHost": a2})
     assert error == {
         "message": "VM state is halted but should be running",
@@ -39,6 +42,7 @@ async def test_not_enough_memory_is_a_xapi_error_with_code_and_params(lab: Lab) 
     b1 = await lab.id_of("host", "b1")
     plan = await lab.client.call("migration.plan", {"vm": vm, "targetHost": b1})
     assert plan["memory"]["ok"] is False
+    assert [b["code"] for b in plan["blockers"]] == ["HOST_NOT_ENOUGH_FREE_MEMORY"]
     assert plan["assertCanMigrate"]["error"]["code"] == "HOST_NOT_ENOUGH_FREE_MEMORY"
     error = await lab.error_of("vm.migrate", {"vm": vm, "targetHost": b1})
     assert error["code"] == -32000
@@ -111,6 +115,8 @@ async def test_bad_params_get_invalid_parameters_as_xo_cli_prints_them(lab: Lab)
 async def test_blocked_operation_gets_operation_blocked(lab: Lab) -> None:
     vm = await lab.id_of("VM", "locked-vm")
     a1 = await lab.id_of("host", "a1")
+    plan = await lab.client.call("migration.plan", {"vm": vm, "targetHost": a1})
+    assert plan["blockers"][0]["code"] == "OPERATION_BLOCKED"
     error = await lab.error_of("vm.migrate", {"vm": vm, "targetHost": a1})
     assert error["code"] == 19 and error["message"] == "operation blocked"
     assert error["data"]["objectId"] == vm

@@ -130,3 +130,26 @@ async def _in_pool_of(lab: Lab, vm: str, host: str) -> dict | None:
     obj = (await lab.objects(id=vm)).get(vm)
     host_obj = await lab.get(host)
     return obj if obj and obj["$pool"] == host_obj["$pool"] else None
+
+
+async def test_changed_block_tracking_is_disabled_and_the_migration_retried(lab: Lab) -> None:
+    vm = await lab.id_of("VM", "cbt-vm")
+    b1 = await lab.id_of("host", "b1")
+    cbt_disks = [d for d in await vdi_uuids(lab, vm) if (await lab.get(d)).get("cbt_enabled")]
+    assert cbt_disks  # the lab's CBT disk
+    lab.sim.pool("Pool A").reset_stats()
+    assert await lab.migrate("vm.migrate", {"vm": vm, "targetHost": b1}) is True
+    calls = lab.sim.pool("Pool A").stats()
+    # XAPI refused with VDI_CBT_ENABLED once; CBT was disabled on the disk, then it moved.
+    assert calls.get("VDI.disable_cbt") == len(cbt_disks)
+    assert calls.get("Async.VM.migrate_send") == 2
+    assert (await lab.get(vm))["$container"] == b1
+    record = await migration_of(lab, vm)
+    assert record["status"] == "success"
+
+
+async def test_vm_objects_carry_xo_servers_memory_and_cpu_summaries(lab: Lab) -> None:
+    vm = await lab.get(await lab.id_of("VM", "db-01"))
+    assert vm["memory"]["size"] == 16 * 1024**3
+    assert vm["memory"]["dynamic"][1] == vm["memory_dynamic_max"]
+    assert vm["CPUs"]["max"] >= vm["CPUs"]["number"] >= 1

@@ -241,3 +241,17 @@ class _Subtask:
         elif isinstance(exc, XapiFailure):
             runner.fail(self.ref, [exc.code, *exc.params])
         runner.destroy(self.ref)
+
+
+# Changed block tracking: xo-server disables it on the disks it moves when migrate_send answers
+# VDI_CBT_ENABLED (xapi.md 3.6), so these two belong with the migration messages.
+@message("VDI.enable_cbt")
+def vdi_enable_cbt(ctx: CallContext, vdi: str) -> None:
+    ctx.db.get("VDI", vdi)  # HANDLE_INVALID for an unknown ref
+    ctx.db.update("VDI", vdi, cbt_enabled=True)
+
+
+@message("VDI.disable_cbt")
+def vdi_disable_cbt(ctx: CallContext, vdi: str) -> None:
+    ctx.db.get("VDI", vdi)
+    ctx.db.update("VDI", vdi, cbt_enabled=False)
