@@ -62,8 +62,9 @@ async def serve(config: ServerConfig, *, embedded_lab: bool) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     async with contextlib.AsyncExitStack() as stack:
+        examples: list[str] = []
         if embedded_lab:
-            config.pools = await _start_embedded_lab(stack)
+            config.pools, examples = await _start_embedded_lab(stack)
         app = build_app(config)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
@@ -74,12 +75,19 @@ async def serve(config: ServerConfig, *, embedded_lab: bool) -> None:
         url = f"{scheme}://{config.host}:{config.port}"
         log.info("event=listening url=%s data_dir=%s", url, config.data_dir)
         print(f"xo-migrate is listening on {url} (WebSocket {url.replace('http', 'ws', 1)}/api/)")
-        print(f"connect with: xo-cli register {url} admin@admin.net admin", flush=True)
+        print(f"connect with: xo-cli register {url} admin@admin.net admin")
+        for line in examples:
+            print(line)
+        sys.stdout.flush()
         await stop.wait()
         log.info("event=shutting_down")
 
 
-async def _start_embedded_lab(stack: contextlib.AsyncExitStack) -> list[PoolConfig]:
+async def _start_embedded_lab(
+    stack: contextlib.AsyncExitStack,
+) -> tuple[list[PoolConfig], list[str]]:
+    """The shipped lab in-process; returns its pools and a few commands to try on it (the
+    lab's uuids change at every start, so the README cannot give them)."""
     from xen.sim import Simulator, load_lab
     from xen.sim.main import DEFAULT_PORT
 
@@ -101,4 +109,24 @@ async def _start_embedded_lab(stack: contextlib.AsyncExitStack) -> list[PoolConf
         for pool in sim.manifest()["pools"]
     ]
     log.info("event=embedded_lab pools=%s", ",".join(p.label for p in pools))
-    return pools
+    return pools, _lab_examples(sim)
+
+
+def _lab_examples(sim: Any) -> list[str]:
+    def uuid_of(pool: str, cls: str, name: str) -> str:
+        db = sim.pool(pool).db
+        ref = db.find_one(cls, name_label=name)
+        return str(db.get(cls, ref)["uuid"]) if ref else "?"
+
+    db01, web01 = uuid_of("Pool A", "VM", "db-01"), uuid_of("Pool A", "VM", "web-01")
+    a2, b1 = uuid_of("Pool A", "host", "a2"), uuid_of("Pool B", "host", "b1")
+    return [
+        "then try, on the simulated lab:",
+        "  # web-01 to a2: the plan, explained, then the move (XenMotion: shared storage)",
+        f"  xo-cli migration.plan vm={web01} targetHost={a2}",
+        f"  xo-cli vm.migrate vm={web01} targetHost={a2}",
+        "  # db-01 to Pool B with storage motion, defaults chosen for you (about 7 s)",
+        f"  xo-cli vm.migrate_pool id={db01} target_host_id={b1}",
+        "  # the queue and the history",
+        "  xo-cli migration.getAll",
+    ]

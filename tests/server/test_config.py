@@ -97,3 +97,48 @@ async def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.mark.timeout(90)
+async def test_demo_serves_the_embedded_lab_and_its_printed_commands_work(tmp_path: Path) -> None:
+    """`make demo` = `xo-migrate serve` without a config: the simulated lab in-process, and
+    the example commands it prints can be run as they are."""
+    port = _free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server.cli",
+        "serve",
+        "--port",
+        str(port),
+        cwd=tmp_path,  # the demo keeps its data in ./data
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        lines: list[str] = []
+        while not any("xo-cli migration.getAll" in line for line in lines):
+            raw = await asyncio.wait_for(proc.stdout.readline(), 30)  # type: ignore[union-attr]
+            assert raw, "server exited early"
+            lines.append(raw.decode())
+        migrate = next(line.split() for line in lines if "xo-cli vm.migrate vm=" in line)
+        params = dict(arg.split("=", 1) for arg in migrate[2:])
+        client = await XoClient.connect(f"ws://127.0.0.1:{port}/api/")
+        await client.sign_in()
+        for _ in range(200):  # the pools connect in the background
+            servers = await client.call("server.getAll")
+            if len(servers) == 2 and all(s["status"] == "connected" for s in servers):
+                break
+            await asyncio.sleep(0.05)
+        assert await client.call("vm.migrate", params, timeout=30) is True
+        vm = (await client.call("xo.getAllObjects", {"filter": {"id": params["vm"]}}))[params["vm"]]
+        assert vm["name_label"] == "web-01" and vm["$container"] == params["targetHost"]
+        await client.close()
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        assert (tmp_path / "data" / "xo-migrate.db").exists()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
