@@ -4,7 +4,10 @@ The cache keeps, per pool, only what conversion needs beyond the published objec
 and class maps, raw records of side classes (host_metrics ...), and the raw record of any
 object whose conversion is incomplete (a link to a ref not seen yet) or depends on another
 object (an SR's `$container` reads its PBD), so that it can be converted again when the
-missing or depended-on object arrives or changes. Everything else lives in the store only.
+missing or depended-on object arrives or changes (and the objects that read it, in turn, when
+that changes it). Side records folded into their owner (xo_shape.FOLDS: a VM's guest metrics)
+are kept slim, and folded into the owner's published object again when they change: the
+owner's raw record need not be kept for them. Everything else lives in the store only.
 
 A full batch (the answer to `event.from` with token "") replaces the pool's contents: refs
 not in it are removed, unchanged objects are not re-announced. Incremental batches apply
@@ -24,7 +27,7 @@ from typing import Any
 
 from xen.store import ObjectStore, XoObject
 from xen.wire import NULL_REF
-from xen.xo_shape import SIDE_CLASSES, canonical_class, to_xo
+from xen.xo_shape import FOLDS, SIDE_CLASSES, canonical_class, to_xo
 
 log = logging.getLogger("xo_migrate.xen.cache")
 
@@ -32,6 +35,9 @@ TERMINAL_TASK_STATUSES = frozenset({"success", "failure", "cancelled"})
 
 # Conversions done between two yields to the event loop during a big batch.
 _CHUNK = 500
+# Rounds of converting again the readers of objects that a conversion again changed (a VM
+# reads its VBDs' VDIs' SRs, an SR reads its PBD): deeper chains than this do not exist.
+_ROUNDS = 4
 
 
 @dataclass(eq=False, slots=True)
@@ -48,13 +54,14 @@ class TaskWatch:
 class _Conversion:
     """The Linker handed to `to_xo` for one object: records misses and reads."""
 
-    __slots__ = ("_cache", "missing", "pool_id", "reads")
+    __slots__ = ("_cache", "folds", "missing", "pool_id", "reads")
 
     def __init__(self, cache: PoolCache) -> None:
         self._cache = cache
         self.pool_id = cache.pool_id or ""
         self.missing: list[str] = []
         self.reads: list[str] = []
+        self.folds: list[str] = []
 
     def id_of(self, ref: str, target: str | None = None) -> str | None:
         if ref == NULL_REF or not ref:
@@ -75,6 +82,23 @@ class _Conversion:
             return side
         return self._cache.published(ref)
 
+    def read_linked(self, obj_id: str | None) -> XoObject | None:
+        if not obj_id:
+            return None
+        # Not converted yet: only within a batch that also brings the object linking it
+        # (read before, and known by id), whose readers are converted again after it.
+        obj = self._cache.store.get(obj_id)
+        if obj is None or obj.get("$pool") != self.pool_id:
+            return None
+        self.reads.append(obj["_xapiRef"])
+        return obj
+
+    def side(self, ref: str) -> dict[str, Any] | None:
+        if ref == NULL_REF or not ref:
+            return None
+        self.folds.append(ref)
+        return self._cache._side.get(ref)
+
 
 class PoolCache:
     def __init__(
@@ -92,6 +116,7 @@ class PoolCache:
         self._raw: dict[str, tuple[str, dict[str, Any]]] = {}  # to convert again later
         self._waiting: dict[str, set[str]] = {}  # missing ref -> refs wanting it
         self._readers: dict[str, set[str]] = {}  # ref -> refs whose conversion read it
+        self._folded_into: dict[str, str] = {}  # side ref (FOLDS class) -> owner ref
         self._early: list[dict[str, Any]] = []  # events before the pool record was seen
         self._watches: dict[str, list[TaskWatch]] = {}
 
@@ -197,7 +222,8 @@ class PoolCache:
         for n, (cls, ref, record) in enumerate(upserts, 1):
             touched.add(ref)
             if cls in SIDE_CLASSES:
-                self._side[ref] = record
+                fold = FOLDS.get(cls)
+                self._side[ref] = fold.slim(record) if fold is not None else record
             else:
                 self._convert(cls, ref, record)
             if n % _CHUNK == 0:
@@ -209,12 +235,22 @@ class PoolCache:
             again |= self._waiting.pop(ref, set())
         for ref in touched:
             again |= self._readers.get(ref, set())
-        for n, ref in enumerate(again, 1):
-            kept = self._raw.get(ref)
-            if kept is not None:
-                self._convert(kept[0], ref, kept[1])
-            if n % _CHUNK == 0:
-                await asyncio.sleep(0)
+        for _ in range(_ROUNDS):
+            changed: set[str] = set()
+            for n, ref in enumerate(again, 1):
+                kept = self._raw.get(ref)
+                if kept is not None and self._convert(kept[0], ref, kept[1]):
+                    changed.add(ref)
+                if n % _CHUNK == 0:
+                    await asyncio.sleep(0)
+            again = set()
+            for ref in changed:
+                again |= self._readers.get(ref, set())
+            if not again:
+                break
+        for cls, ref, _ in upserts:
+            if cls in FOLDS:
+                self._fold_again(cls, ref)
 
         if full:
             self.synced = True
@@ -222,9 +258,12 @@ class PoolCache:
             self._prune_dependencies()
         self._resolve_watches(poll, touched)
 
-    def _convert(self, cls: str, ref: str, record: dict[str, Any]) -> None:
+    def _convert(self, cls: str, ref: str, record: dict[str, Any]) -> bool:
+        """Convert and publish; whether the published object changed."""
         conversion = _Conversion(self)
         obj = to_xo(cls, ref, record, conversion)
+        for side_ref in conversion.folds:
+            self._folded_into[side_ref] = ref
         if conversion.missing or conversion.reads:
             self._raw[ref] = (cls, record)
             for missing in conversion.missing:
@@ -234,7 +273,21 @@ class PoolCache:
         else:
             self._raw.pop(ref, None)
         current = self.store.get(obj["id"])
-        if current != obj:
+        if current == obj:
+            return False
+        self.store.set(obj)
+        return True
+
+    def _fold_again(self, cls: str, side_ref: str) -> None:
+        """A folded side record arrived or changed: fold it into the object linking it.
+        (When one goes, XAPI unlinks it too: its owner is converted again.)"""
+        fold = FOLDS[cls]
+        owner = self.published(self._folded_into.get(side_ref, ""))
+        if owner is None or owner.get(f"${fold.link}") != self._ids.get(side_ref):
+            return  # not linked (any more) by the object that folded it
+        obj = dict(owner)
+        fold.fold(obj, self._side.get(side_ref))
+        if obj != owner:
             self.store.set(obj)
 
     def _prune_dependencies(self) -> None:
@@ -257,6 +310,7 @@ class PoolCache:
         self._side.pop(ref, None)
         self._raw.pop(ref, None)
         self._waiting.pop(ref, None)
+        self._folded_into.pop(ref, None)
 
     def clear(self) -> None:
         """Withdraw every object of this pool from the store (disconnect / removal)."""
@@ -264,6 +318,7 @@ class PoolCache:
             self._forget(ref)
         self._readers.clear()
         self._waiting.clear()
+        self._folded_into.clear()
         self._early.clear()
         self.synced = False
 

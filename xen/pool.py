@@ -50,6 +50,7 @@ MIGRATION_CLASSES: tuple[str, ...] = (
     "pool",
     "host",
     "host_metrics",
+    "VM_guest_metrics",  # folded into its VM: addresses, mainIpAddress, PV_drivers
     "VM",
     "SR",
     "VDI",

@@ -11,7 +11,9 @@ own; per-type extras then add the names xo-server clients know:
   `$f` (`$VBDs`, `$SR`, `$host` ...), ref keys/values inside maps are translated in place
   (`VM.current_operations` keys become task uuids); a field named `type` becomes `<class>_type`
   because `type` is taken;
-- extras per class (`$container`, `VIFs`, task `created`/`finished`/`allowedOperations`, ...).
+- extras per class (`$container`, `VIFs`, task `created`/`finished`/`allowedOperations`, ...);
+- side records (metrics) are folded into the object that links them (a VM's guest metrics
+  give its `addresses`, `mainIpAddress` and `PV_drivers*`), never published on their own.
 
 Links go through a `Linker`, which the cache implements: it resolves refs to ids and records
 which refs could not be resolved yet (and which other objects were read), so that the cache
@@ -20,9 +22,11 @@ can convert the object again when they arrive or change.
 
 from __future__ import annotations
 
+import re
 import sys
 import xmlrpc.client
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from xen.wire import NULL_REF, REF_PREFIX, datetime_to_seconds
@@ -56,6 +60,17 @@ class Linker(Protocol):
 
     def read(self, ref: str) -> XoObject | None:
         """Another object (XO shape, or raw record for side classes); marks a dependency."""
+        ...
+
+    def read_linked(self, obj_id: str | None) -> XoObject | None:
+        """Another object of this pool by XO id (a link of an object read); marks a
+        dependency. None for one not converted yet (the cache converts the object read,
+        then its readers, again once it is)."""
+        ...
+
+    def side(self, ref: str) -> dict[str, Any] | None:
+        """A side record of a FOLDS class, as its `slim` keeps it. No dependency: the cache
+        folds it again into the object (FOLDS `fold`) when it changes."""
         ...
 
 
@@ -162,8 +177,14 @@ def _translate_map(value: dict[str, Any], linker: Linker) -> dict[str, Any]:
 
 def _vm(obj: XoObject, record: dict[str, Any], linker: Linker) -> None:
     running = record.get("power_state") in ("Running", "Paused")
-    host = linker.id_of(record.get("resident_on", NULL_REF), "host")
-    obj["$container"] = host if running and host else linker.pool_id
+    if running:
+        host = linker.id_of(record.get("resident_on", NULL_REF), "host")
+        obj["$container"] = host or linker.pool_id
+    elif record.get("is_a_template") or record.get("is_a_snapshot"):
+        obj["$container"] = linker.pool_id  # not started from there: no need to look
+    else:
+        obj["$container"] = _local_sr_host(record, linker) or linker.pool_id
+    fold_guest_metrics(obj, linker.side(record.get("guest_metrics", NULL_REF)))
     obj["VIFs"] = obj.get("$VIFs", [])
     obj["affinityHost"] = obj.get("$affinity")
     # xo-server's derived summaries, which its clients read instead of the raw fields.
@@ -182,6 +203,81 @@ def _vm(obj: XoObject, record: dict[str, Any], linker: Linker) -> None:
         "max": _to_int(record.get("VCPUs_max")),
         "number": _to_int(record.get("VCPUs_at_startup")),
     }
+
+
+def _local_sr_host(record: dict[str, Any], linker: Linker) -> str | None:
+    """The host of the first local SR holding one of the VM's disks: a halted VM can only
+    start there (xo-server-api.md 4.2)."""
+    for vbd_ref in record.get("VBDs", []):
+        vbd = linker.read(vbd_ref)
+        vdi = linker.read_linked(vbd.get("$VDI")) if vbd else None
+        sr = linker.read_linked(vdi.get("$SR")) if vdi else None
+        if sr and not sr.get("shared") and sr.get("$container") not in (None, linker.pool_id):
+            return str(sr["$container"])
+    return None
+
+
+# IPv4 keys of guest metrics `networks` ("0/ip", "0/ipv4/0"), then IPv6 ("0/ipv6/0").
+_IPV4_KEY = re.compile(r"^(\d+)/ip(?:v4/(\d+))?$")
+_IPV6_KEY = re.compile(r"^(\d+)/ipv6/(\d+)$")
+
+
+def main_ip_address(networks: dict[str, str]) -> str | None:
+    """The address xo-server shows for a VM: the first IPv4 by device then index, else the
+    first IPv6."""
+    for pattern in (_IPV4_KEY, _IPV6_KEY):
+        keys = []
+        for key in networks:
+            match = pattern.match(key)
+            if match:
+                keys.append((int(match.group(1)), int(match.group(2) or 0), key))
+        if keys:
+            return networks[min(keys)[2]]
+    return None
+
+
+def _slim_guest_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """What a VM shows of its guest metrics: the rest (os_version, other, ...) is not kept."""
+    return {
+        "networks": record.get("networks") or {},
+        "PV_drivers_detected": record.get("PV_drivers_detected", True),
+        "PV_drivers_up_to_date": record.get("PV_drivers_up_to_date"),
+        "PV_drivers_version": record.get("PV_drivers_version") or {},
+    }
+
+
+def fold_guest_metrics(obj: XoObject, metrics: dict[str, Any] | None) -> None:
+    """A VM's xo-server fields from its guest metrics (None: no guest agent running)."""
+    networks: dict[str, str] = (metrics.get("networks") or {}) if metrics else {}
+    detected = bool(metrics and metrics.get("PV_drivers_detected", True))
+    version = (metrics or {}).get("PV_drivers_version") or {}
+    obj["addresses"] = networks
+    obj["mainIpAddress"] = main_ip_address(networks)
+    obj["PV_drivers"] = detected
+    obj["PV_drivers_up_to_date"] = (
+        bool(metrics.get("PV_drivers_up_to_date")) if detected and metrics else None
+    )
+    obj["PV_drivers_version"] = (
+        f"{version['major']}.{version['minor']}"
+        if detected and "major" in version and "minor" in version
+        else None
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """A side class folded into the objects linking it (through their field `link`): the
+    cache keeps `slim(record)` of each, and on a change calls `fold(owner, slim)` on the
+    owner's published object."""
+
+    link: str
+    slim: Callable[[dict[str, Any]], dict[str, Any]]
+    fold: Callable[[XoObject, dict[str, Any] | None], None]
+
+
+FOLDS: dict[str, Fold] = {
+    "VM_guest_metrics": Fold("guest_metrics", _slim_guest_metrics, fold_guest_metrics),
+}
 
 
 def _host(obj: XoObject, record: dict[str, Any], linker: Linker) -> None:

@@ -197,3 +197,84 @@ async def test_a_recovered_migration_whose_pool_stays_away_ends_interrupted(
                 await client.close()
     finally:
         pool_a.set_reachable(True)
+
+
+@pytest.mark.timeout(60)
+async def test_a_xenmotion_running_at_shutdown_is_live_again_and_ends_on_its_target(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    settings = MigrationSettings()
+    # web-01 a1 -> a2 (pool_migrate): a ~20 s memory phase lasts ~2 s at this scale.
+    sim.timing.time_scale = 0.1
+    sim.timing.dirty_factor = 3.0
+    async with lab_on(sim, tmp_path, settings) as lab:
+        vm = await lab.id_of("VM", "web-01")
+        a1 = await lab.id_of("host", "a1")
+        a2 = await lab.id_of("host", "a2")
+        assert (await lab.get(vm))["$container"] == a1
+        migration_id = await lab.client.call("migration.start", {"vm": vm, "targetHost": a2})
+        before = await find(lab, migration_id, lambda r: r["phase"] == "memory")
+        assert before["mode"] == "pool_migrate" and before["xapiTaskRef"]
+    # The server is down: XAPI is still moving the VM's memory.
+    task = sim.pool("Pool A").db.get("task", before["xapiTaskRef"])
+    assert task["status"] == "pending" and task["name_label"] == "Async.VM.pool_migrate"
+    async with lab_on(sim, tmp_path, settings) as lab:
+        live = await find(lab, migration_id, lambda r: r["status"] == "running")
+        assert live["mode"] == "pool_migrate" and live["xapiTaskRef"] == before["xapiTaskRef"]
+        assert live["progress"] >= before["progress"]
+        assert (await lab.objects(type="migration"))[migration_id]["status"] == "running"
+
+        rec = await lab.client.call("migration.wait", {"id": migration_id}, timeout=30)
+        assert rec["status"] == "success" and rec["progress"] == 1.0 and rec["error"] is None
+        assert (await lab.get(vm))["$container"] == a2
+        assert not sim.pool("Pool A").db.all_refs("task")  # followed to its end, destroyed
+    async with lab_on(sim, tmp_path, settings) as lab:  # and the history says so
+        assert (await lab.client.call("migration.get", {"id": migration_id}))["status"] == (
+            "success"
+        )
+
+
+@pytest.mark.timeout(60)
+async def test_a_stop_during_the_assert_precheck_does_not_claim_the_vm_moved(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """The server stops while its `VM.assert_can_migrate` task is the migration's task: the
+    VM never started to move, and the record says so after the restart."""
+    settings = MigrationSettings()
+    sim.timing.time_scale = 0.01
+    pool_a = sim.pool("Pool A")
+    async with lab_on(sim, tmp_path, settings) as lab:
+        vm = await lab.id_of("VM", "db-01")
+        source = (await lab.get(vm))["$container"]
+        b1 = await lab.id_of("host", "b1")
+        # The simulator ends a stand-alone assert task at once (`timing.assert_s` only times
+        # migrate_send's own subtask): hold Pool A's event stream back so that the server
+        # is still waiting for the assert task's end when it stops.
+        pool_a.event_batch_delay_s = 2.0
+        try:
+            migration_id = await lab.client.call("migration.start", {"vm": vm, "targetHost": b1})
+            rec = await find(lab, migration_id, lambda r: r["xapiTaskRef"] is not None)
+        finally:
+            pool_a.event_batch_delay_s = 0.05
+        assert rec["status"] == "running" and rec["phase"] == "preflight"
+        task = pool_a.db.get("task", rec["xapiTaskRef"])
+        assert task["name_label"] == "Async.VM.assert_can_migrate"
+    # Nothing was moved, nor started to be.
+    assert not any(
+        t["name_label"] == "Async.VM.migrate_send"
+        for t in (pool_a.db.get("task", ref) for ref in pool_a.db.all_refs("task"))
+    )
+    async with lab_on(sim, tmp_path, settings) as lab:
+        final = await find(lab, migration_id, lambda r: r["status"] != "running")
+        assert final["status"] == "interrupted" and final["progress"] < 1.0
+        assert final["error"]["code"] == "SERVER_RESTARTED"
+        assert final["error"]["hint"].startswith("Check where the VM is now")
+        assert (await lab.get(vm))["$container"] == source  # it is where the record implies
+        assert not pool_a.db.all_refs("task")  # the assert task was followed and destroyed
+
+        # The VM is free: a new migration of it goes through.
+        sim.timing.time_scale = 0.002
+        again = await lab.client.call("migration.start", {"vm": vm, "targetHost": b1})
+        done = await lab.client.call("migration.wait", {"id": again}, timeout=60)
+        assert done["status"] == "success"
+        assert (await lab.get(vm))["$container"] == b1

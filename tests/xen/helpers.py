@@ -13,6 +13,7 @@ from typing import Any
 from xen.config import PoolConfig
 from xen.pool import MIGRATION_CLASSES, ConnectionOptions
 from xen.store import ObjectStore
+from xen.xo_shape import SIDE_CLASSES
 
 # Fast reconnects and short long-polls so that every scenario settles in a few seconds.
 FAST = ConnectionOptions(
@@ -29,7 +30,7 @@ FAST = ConnectionOptions(
     close_timeout=2.0,
 )
 
-PUBLISHED_CLASSES = tuple(c for c in MIGRATION_CLASSES if c != "host_metrics")
+PUBLISHED_CLASSES = tuple(c for c in MIGRATION_CLASSES if c not in SIDE_CLASSES)
 
 
 def pool_manifest(manifest: dict[str, Any], name: str) -> dict[str, Any]:
@@ -132,7 +133,9 @@ def expected_objects(db: Any) -> dict[str, dict[str, Any]]:
                     exp[key] = value
             if cls == "VM":
                 running = rec["power_state"] in ("Running", "Paused")
-                exp["$container"] = uuid_of[rec["resident_on"]] if running else pool_uuid
+                exp["$container"] = (
+                    uuid_of[rec["resident_on"]] if running else local_sr_host(db, rec) or pool_uuid
+                )
                 exp["type"] = (
                     "VM-controller"
                     if rec["is_control_domain"]
@@ -151,6 +154,21 @@ def expected_objects(db: Any) -> dict[str, dict[str, Any]]:
                 exp["power_state"] = "Running" if live else "Halted"
             out[exp["id"]] = exp
     return out
+
+
+def local_sr_host(db: Any, vm: dict[str, Any]) -> str | None:
+    """Uuid of the host whose local SR holds a disk of a halted VM (not a template or a
+    snapshot): where it can start, its xo-server `$container`."""
+    if vm["is_a_template"] or vm["is_a_snapshot"]:
+        return None
+    for vbd in vm["VBDs"]:
+        vdi = db.get("VBD", vbd)["VDI"]
+        if not db.exists("VDI", vdi):
+            continue
+        sr = db.get("SR", db.get("VDI", vdi)["SR"])
+        if not sr["shared"] and sr["PBDs"]:
+            return db.get("host", db.get("PBD", sr["PBDs"][0])["host"])["uuid"]
+    return None
 
 
 def mismatches(expected: dict[str, dict[str, Any]], actual: dict[str, dict[str, Any]]) -> list:

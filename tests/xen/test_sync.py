@@ -13,6 +13,8 @@ from tests.xen.helpers import (
     pool_config,
     pool_objects,
 )
+from xen.cache import PoolCache
+from xen.pool import MIGRATION_CLASSES
 from xen.pools import PoolManager
 from xen.store import ObjectStore
 
@@ -146,3 +148,127 @@ async def test_disable_withdraws_objects_enable_restores(
     await pools.remove(cfg.id)
     assert pool_objects(store, pool_uuid) == {}
     assert pools.statuses() == []
+
+
+async def test_a_halted_vm_on_a_local_sr_is_contained_by_that_host(
+    sim, pools: PoolManager, store: ObjectStore
+) -> None:
+    """xo-server-api.md 4.2: a halted VM's `$container` is the pool, or the host holding its
+    local SR; it follows the VM's disks as they move."""
+    _, conn_a = await connect(sim, pools, "Pool A")
+    _, conn_b = await connect(sim, pools, "Pool B")
+    a, b = sim.pool("Pool A").db, sim.pool("Pool B").db
+
+    def host_uuid(db, name: str) -> str:
+        return db.get("host", db.find_one("host", name_label=name))["uuid"]
+
+    on_shared = store.get(a.get("VM", a.find_one("VM", name_label="halted-01"))["uuid"])
+    assert on_shared["power_state"] == "Halted" and on_shared["$container"] == conn_a.pool_id
+    vm_ref = a.find_one("VM", name_label="halted-02")  # its disk is on "A local a2"
+    vm_id = a.get("VM", vm_ref)["uuid"]
+    assert store.get(vm_id)["$container"] == host_uuid(a, "a2")
+
+    # Moved (storage motion) to Pool B, its disk onto b2's local SR: there it is.
+    (vbd,) = a.get("VM", vm_ref)["VBDs"]
+    (vif,) = a.get("VM", vm_ref)["VIFs"]
+    dest = await conn_b.call(
+        "host.migrate_receive",
+        b.find_one("host", name_label="b2"),
+        b.find_one("network", name_label="B management"),
+        {},
+    )
+    vdi_map = {a.get("VBD", vbd)["VDI"]: b.find_one("SR", name_label="B local b2")}
+    vif_map = {vif: b.find_one("network", name_label="B management")}
+    await conn_a.call_async("VM.migrate_send", vm_ref, dest, False, vdi_map, vif_map, {})
+    b2 = host_uuid(b, "b2")
+    await eventually(
+        lambda: (
+            (store.get(vm_id) or {}).get("$container") == b2
+            and store.get(vm_id)["$pool"] == conn_b.pool_id
+        ),
+        5,
+        "the VM contained by b2",
+    )
+
+    def equal(db, pool_id: str) -> bool:
+        return not mismatches(expected_objects(db), pool_objects(store, pool_id))
+
+    await eventually(lambda: equal(a, conn_a.pool_id) and equal(b, conn_b.pool_id), 2, "equal")
+
+
+async def test_guest_metrics_give_a_vms_addresses_and_pv_drivers(
+    sim, pools: PoolManager, store: ObjectStore
+) -> None:
+    _, conn = await connect(sim, pools, "Pool A")
+    db = sim.pool("Pool A").db
+    vm_ref = db.find_one("VM", name_label="web-01")
+    vm_id = db.get("VM", vm_ref)["uuid"]
+    gm_ref = db.get("VM", vm_ref)["guest_metrics"]
+    vm = store.get(vm_id)
+    assert vm["$guest_metrics"] == db.get("VM_guest_metrics", gm_ref)["uuid"]
+    assert vm["addresses"] == {"0/ip": "10.0.0.1"} and vm["mainIpAddress"] == "10.0.0.1"
+    assert vm["PV_drivers"] is True and vm["PV_drivers_up_to_date"] is True
+    assert vm["PV_drivers_version"] == "8.3"
+    assert "os_version" not in vm  # the rest of the guest metrics is not copied
+    assert not store.by_type("VM_guest_metrics")  # never an object of its own
+    halted = store.get(db.get("VM", db.find_one("VM", name_label="halted-01"))["uuid"])
+    assert halted["addresses"] == {} and halted["mainIpAddress"] is None
+    assert halted["PV_drivers"] is False
+
+    # The guest's addresses change: only the guest metrics are modified in XAPI.
+    networks = {"0/ip": "10.0.0.7", "0/ipv4/0": "10.0.0.7", "0/ipv6/0": "fe80::7"}
+    db.update("VM_guest_metrics", gm_ref, networks=networks)
+    await eventually(lambda: store.get(vm_id)["mainIpAddress"] == "10.0.0.7", 2, "new IP")
+    assert store.get(vm_id)["addresses"] == networks
+
+    # A reboot: new guest metrics, the old ones go.
+    new_gm = db.create(
+        "VM_guest_metrics",
+        networks={"0/ip": "10.0.0.8"},
+        PV_drivers_detected=True,
+        PV_drivers_up_to_date=False,
+        PV_drivers_version={"major": "9", "minor": "0"},
+    )
+    db.update("VM", vm_ref, guest_metrics=new_gm)
+    db.delete("VM_guest_metrics", gm_ref)
+    await eventually(lambda: store.get(vm_id)["mainIpAddress"] == "10.0.0.8", 2, "after reboot")
+    vm = store.get(vm_id)
+    assert vm["PV_drivers_up_to_date"] is False and vm["PV_drivers_version"] == "9.0"
+
+    # Shut down: no guest metrics any more.
+    db.update("VM", vm_ref, guest_metrics="OpaqueRef:NULL")
+    db.delete("VM_guest_metrics", new_gm)
+    await eventually(lambda: store.get(vm_id)["addresses"] == {}, 2, "no addresses")
+    assert store.get(vm_id)["PV_drivers"] is False
+    assert mismatches(expected_objects(db), pool_objects(store, conn.pool_id)) == []
+
+
+@pytest.mark.parametrize("order", ["classes", "reversed"])
+async def test_a_snapshot_in_any_class_order_converts_the_same(
+    sim, pools: PoolManager, store: ObjectStore, order: str
+) -> None:
+    """Real XAPI answers token "" table by table, in the order of the classes asked for: a
+    VM comes before the VBDs, VDIs, SRs and PBDs its `$container` is derived from. The same
+    records (fetched over the wire), applied in that order or the reverse, give the same
+    objects as the simulator's own batch."""
+    _, conn = await connect(sim, pools, "Pool A")
+    classes = list(MIGRATION_CLASSES)
+    if order == "reversed":
+        classes.reverse()
+    events = []
+    for cls in classes:
+        records = await conn.call(f"{cls}.get_all_records")
+        events += [
+            {"class": cls.lower(), "operation": "add", "ref": ref, "snapshot": rec}
+            for ref, rec in records.items()
+        ]
+    fresh = ObjectStore()
+    cache = PoolCache(fresh, "Pool A", MIGRATION_CLASSES)
+    await cache.apply(events, full=True, poll=1)
+    db = sim.pool("Pool A").db
+    assert mismatches(expected_objects(db), pool_objects(fresh, conn.pool_id)) == []
+    halted = fresh.get(db.get("VM", db.find_one("VM", name_label="halted-02"))["uuid"])
+    a2 = db.get("host", db.find_one("host", name_label="a2"))["uuid"]
+    assert halted["$container"] == a2
+    web = fresh.get(db.get("VM", db.find_one("VM", name_label="web-01"))["uuid"])
+    assert web["mainIpAddress"] == "10.0.0.1"

@@ -14,15 +14,21 @@ from xen.wire import (
     member_url,
     prepare_arg,
 )
-from xen.xo_shape import canonical_class, to_xo
+from xen.xo_shape import FOLDS, canonical_class, main_ip_address, to_xo
 
 
 class FakeLinker:
     pool_id = "pool-uuid"
 
-    def __init__(self, ids: dict[str, str], records: dict[str, dict] | None = None) -> None:
+    def __init__(
+        self,
+        ids: dict[str, str],
+        records: dict[str, dict] | None = None,
+        objects: dict[str, dict] | None = None,
+    ) -> None:
         self.ids = ids
-        self.records = records or {}
+        self.records = records or {}  # by ref: what read() and side() return
+        self.objects = objects or {}  # by id: what read_linked() returns
         self.missing: list[str] = []
 
     def id_of(self, ref: str, target: str | None = None) -> str | None:
@@ -33,6 +39,12 @@ class FakeLinker:
         return self.ids.get(ref)
 
     def read(self, ref: str) -> dict | None:
+        return self.records.get(ref)
+
+    def read_linked(self, obj_id: str | None) -> dict | None:
+        return self.objects.get(obj_id or "")
+
+    def side(self, ref: str) -> dict | None:
         return self.records.get(ref)
 
 
@@ -112,6 +124,79 @@ def test_generic_conversion() -> None:
         ({"is_control_domain": True}, "VM-controller"),
     ]:
         assert to_xo("VM", "r", record | flags, FakeLinker(ids))["type"] == expected
+
+
+def test_halted_vm_container_is_the_host_of_its_local_sr() -> None:
+    record = {
+        "uuid": "vm-1",
+        "power_state": "Halted",
+        "resident_on": "OpaqueRef:NULL",
+        "VBDs": ["OpaqueRef:cd", "OpaqueRef:shared", "OpaqueRef:local"],
+        "is_a_template": False,
+        "is_a_snapshot": False,
+    }
+    records = {  # the VBDs as published (XO shape): links are ids
+        "OpaqueRef:cd": {"$VDI": None},
+        "OpaqueRef:shared": {"$VDI": "vdi-shared"},
+        "OpaqueRef:local": {"$VDI": "vdi-local"},
+    }
+    objects = {
+        "vdi-shared": {"$SR": "sr-nfs"},
+        "vdi-local": {"$SR": "sr-local"},
+        "sr-nfs": {"shared": True, "$container": "pool-uuid"},
+        "sr-local": {"shared": False, "$container": "host-2"},
+    }
+    linker = FakeLinker({}, records, objects)
+    assert to_xo("VM", "OpaqueRef:vm", record, linker)["$container"] == "host-2"
+    # On shared storage only: the pool. A template or a snapshot: the pool.
+    only_shared = record | {"VBDs": ["OpaqueRef:cd", "OpaqueRef:shared"]}
+    assert to_xo("VM", "r", only_shared, linker)["$container"] == "pool-uuid"
+    for flag in ("is_a_template", "is_a_snapshot"):
+        assert to_xo("VM", "r", record | {flag: True}, linker)["$container"] == "pool-uuid"
+    # Running: where it runs, whatever its disks.
+    running = record | {"power_state": "Running", "resident_on": "OpaqueRef:h1"}
+    ids = {"OpaqueRef:h1": "host-1"}
+    assert to_xo("VM", "r", running, FakeLinker(ids, records, objects))["$container"] == "host-1"
+
+
+def test_guest_metrics_fields() -> None:
+    assert main_ip_address({}) is None
+    assert main_ip_address({"0/ip": "10.0.0.1", "0/ipv6/0": "fe80::1"}) == "10.0.0.1"
+    assert main_ip_address({"1/ipv4/0": "10.1.0.1", "0/ipv4/1": "10.0.0.2"}) == "10.0.0.2"
+    assert main_ip_address({"0/ipv6/1": "fe80::2", "0/ipv6/0": "fe80::1"}) == "fe80::1"
+
+    raw = {
+        "uuid": "gm-1",
+        "networks": {"0/ip": "10.0.0.1", "0/ipv4/0": "10.0.0.1", "0/ipv6/0": "fe80::1"},
+        "PV_drivers_version": {"major": "8", "minor": "3", "micro": "0", "build": "1"},
+        "PV_drivers_up_to_date": True,
+        "PV_drivers_detected": True,
+        "os_version": {"name": "Debian", "uname": "6.1.0"},
+        "other": {"feature-balloon": "1"},
+    }
+    slim = FOLDS["VM_guest_metrics"].slim(raw)
+    assert "os_version" not in slim and "other" not in slim  # kept data-light
+    vm = {
+        "uuid": "vm-1",
+        "power_state": "Running",
+        "resident_on": "OpaqueRef:h1",
+        "guest_metrics": "OpaqueRef:gm",
+    }
+    ids = {"OpaqueRef:h1": "host-1", "OpaqueRef:gm": "gm-1"}
+    obj = to_xo("VM", "OpaqueRef:vm", vm, FakeLinker(ids, {"OpaqueRef:gm": slim}))
+    assert obj["$guest_metrics"] == "gm-1"
+    assert obj["addresses"] == raw["networks"] and obj["mainIpAddress"] == "10.0.0.1"
+    assert obj["PV_drivers"] is True and obj["PV_drivers_up_to_date"] is True
+    assert obj["PV_drivers_version"] == "8.3"
+
+    # Guest metrics without PV drivers (a guest agent only), then none at all.
+    agent_only = slim | {"PV_drivers_detected": False, "PV_drivers_version": {}}
+    obj = to_xo("VM", "r", vm, FakeLinker(ids, {"OpaqueRef:gm": agent_only}))
+    assert obj["PV_drivers"] is False and obj["PV_drivers_version"] is None
+    assert obj["mainIpAddress"] == "10.0.0.1"
+    obj = to_xo("VM", "r", vm | {"guest_metrics": "OpaqueRef:NULL"}, FakeLinker(ids))
+    assert obj["addresses"] == {} and obj["mainIpAddress"] is None
+    assert obj["PV_drivers"] is False and obj["PV_drivers_up_to_date"] is None
 
 
 def test_type_field_renamed_and_missing_links_reported() -> None:
