@@ -83,7 +83,7 @@ def _session_user(ctx: CallContext) -> str:
 
 
 @message("VM.assert_can_migrate", min_args=6, max_args=7)
-def assert_can_migrate(
+async def assert_can_migrate(
     ctx: CallContext,
     vm: str,
     dest: dict[str, str],
@@ -93,6 +93,9 @@ def assert_can_migrate(
     options: dict[str, str],
     vgpu_map: dict[str, str] | None = None,
 ) -> None:
+    # The checks take time on a real pool (a cross-pool dry-run import): [timing] assert_s.
+    ctx.set_cancellable(True)
+    await ctx.sleep(ctx.pool.timing.assert_s)
     rec = ctx.db.get("VM", vm)
     strict = not flag(options, "force")
     check_operation(
