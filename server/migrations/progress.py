@@ -19,7 +19,10 @@ MEMORY_PHASE_END = 10 / 11
 # A drop this large in XAPI's progress during storage motion means the memory phase began.
 PHASE_RESTART_DROP = 0.3
 RUNNING_CAP = 0.99
-RATE_WINDOW = 8  # samples used to measure the current rate
+# The rate is measured over the samples of the last RATE_WINDOW_S seconds of the current
+# phase: long enough to smooth XAPI's batched, jittery updates, short enough to follow a
+# changing link. A count of samples would span wildly different times as batching varies.
+RATE_WINDOW_S = 5.0
 # No rate (so no ETA) before this many samples: the first step of a phase is mostly setup
 # (snapshot, mirror, reservation), and a rate over it says nothing about the transfer.
 MIN_RATE_SAMPLES = 4
@@ -54,7 +57,7 @@ class ProgressTracker:
         self._memory_done = 0.0
         self._max_xapi = 0.0
         self._progress = 0.0
-        self._samples: deque[tuple[float, float]] = deque(maxlen=RATE_WINDOW)
+        self._samples: deque[tuple[float, float]] = deque()
 
     @property
     def bytes_total(self) -> int:
@@ -83,6 +86,7 @@ class ProgressTracker:
                 self._disk_done = float(self.disk_total)
                 self.phase = "memory"
                 self._max_xapi = 0.0
+                self._sample_at_start()  # memory moves at its own rate: measure it afresh
             else:
                 self._max_xapi = max(self._max_xapi, p)
                 self._disk_done = max(self._disk_done, p * self.disk_total)
@@ -131,7 +135,10 @@ class ProgressTracker:
         self._progress = 1.0
 
     def _sample(self) -> None:
-        self._samples.append((self._clock(), self._disk_done + self._memory_done))
+        now = self._clock()
+        self._samples.append((now, self._disk_done + self._memory_done))
+        while len(self._samples) > MIN_RATE_SAMPLES and now - self._samples[0][0] > RATE_WINDOW_S:
+            self._samples.popleft()
         fraction = (self._disk_done + self._memory_done) / self.bytes_total
         self._progress = max(self._progress, min(RUNNING_CAP, fraction))
 
