@@ -4,33 +4,15 @@ tells the truth, and XAPI calls that do not grow with the migration's duration."
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
 
 from tests.helpers import wait_until
 from tests.migrations.conftest import Lab
-from tests.server.xo_client import XoClient
+from tests.migrations.helpers import watch_migration
 
 pytestmark = pytest.mark.timeout(90)
-
-
-async def watch_migration(
-    watcher: XoClient, vm: str, until_done: bool = True
-) -> list[tuple[float, dict[str, Any]]]:
-    """(arrival time, migration object) for every `all` enter of the VM's migration."""
-    seen: list[tuple[float, dict[str, Any]]] = []
-    while True:
-        message = await watcher.next_notification(timeout=30)
-        params = message["params"]
-        if message["method"] != "all" or params["type"] != "enter":
-            continue
-        for obj in params["items"].values():
-            if obj.get("type") == "migration" and obj["vm"] == vm:
-                seen.append((time.monotonic(), obj))
-                if until_done and obj["status"] in ("success", "failure", "cancelled"):
-                    return seen
 
 
 @pytest.mark.parametrize(

@@ -15,30 +15,12 @@ import XenAPI
 from server.migrations.service import MigrationSettings
 from tests.helpers import wait_until
 from tests.migrations.conftest import Lab, lab_on
-from tests.server.xo_client import RpcError, XoClient
+from tests.migrations.helpers import active_for, record, wait_record, watch_migration
+from tests.server.xo_client import RpcError
 from xen.sim import Simulator
 from xen.sim.registry import Fault
 
 pytestmark = pytest.mark.timeout(90)
-
-
-async def record(lab: Lab, migration_id: str) -> dict[str, Any]:
-    return await lab.client.call("migration.get", {"id": migration_id})
-
-
-async def wait_record(lab: Lab, migration_id: str, predicate: Any, timeout: float = 30) -> dict:
-    async def check() -> dict | None:
-        rec = await record(lab, migration_id)
-        return rec if predicate(rec) else None
-
-    return await wait_until(check, timeout=timeout)
-
-
-async def active_for(lab: Lab, vm: str) -> dict | None:
-    records = await lab.client.call("migration.getAll")
-    return next(
-        (r for r in records if r["vm"] == vm and r["status"] in ("queued", "running")), None
-    )
 
 
 async def start_vm_migrate(lab: Lab, params: dict[str, Any]) -> tuple[asyncio.Task, str]:
@@ -59,21 +41,6 @@ async def no_task_left(lab: Lab, pool: str, timeout: float = 10) -> None:
         return not sim_tasks(lab, pool)
 
     await wait_until(empty, timeout=timeout)
-
-
-async def watch_migration(watcher: XoClient, vm: str) -> list[tuple[float, dict[str, Any]]]:
-    """(arrival time, migration object) of every pushed change of the VM's migration."""
-    seen: list[tuple[float, dict[str, Any]]] = []
-    while True:
-        message = await watcher.next_notification(timeout=60)
-        params = message["params"]
-        if message["method"] != "all" or params["type"] != "enter":
-            continue
-        for obj in params["items"].values():
-            if obj.get("type") == "migration" and obj["vm"] == vm:
-                seen.append((time.monotonic(), obj))
-                if obj["status"] not in ("queued", "running"):
-                    return seen
 
 
 # -- 1. session expiry ------------------------------------------------------------------
