@@ -82,8 +82,14 @@ class AdmissionQueue:
                 place += 1
         return place
 
-    def waiting(self) -> list[str]:
-        return [t.key for t in self._waiting]
+    def positions(self) -> dict[str, int]:
+        """Every waiting migration's place (as `position`), in one pass over the line."""
+        seen_per_pool: dict[str, int] = {}
+        places: dict[str, int] = {}
+        for ticket in self._waiting:
+            seen_per_pool[ticket.pool] = seen_per_pool.get(ticket.pool, 0) + 1
+            places[ticket.key] = seen_per_pool[ticket.pool]
+        return places
 
     def _pump(self) -> None:
         admitted = False

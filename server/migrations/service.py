@@ -372,9 +372,10 @@ class MigrationService:
             self.history.prune(self.settings.history_keep)
 
     def _queue_changed(self) -> None:
-        for key in self.queue.waiting():
+        # One pass for every place in the line: a change re-numbers all who wait behind it.
+        for key, place in self.queue.positions().items():
             m = self._migrations.get(key)
-            if m is not None and m.queue_position != self.queue.position(key):
+            if m is not None and m.queue_position != place:
                 self.publish(m)
 
     def _on_changes(self, changes: ChangeSet) -> None:
