@@ -127,3 +127,31 @@ async def test_a_second_migration_of_the_same_vm_is_refused_clearly(lab: Lab) ->
         },
     }
     await lab.client.call("migration.cancel", {"id": first}, timeout=30)
+
+
+async def test_only_an_admin_or_its_owner_may_cancel_a_migration(lab: Lab) -> None:
+    lab.sim.timing.time_scale = 0.01
+    await lab.client.call(
+        "user.create", {"email": "ops@example.net", "password": "pw", "permission": "none"}
+    )
+    other = await XoClient.connect(lab.server.ws_url)
+    lab.clients.append(other)
+    await other.sign_in("ops@example.net", "pw")
+    vm = await lab.id_of("VM", "db-01")
+    migration_id = await lab.client.call(
+        "migration.start", {"vm": vm, "targetHost": await lab.id_of("host", "b1")}
+    )
+    # Watching is open to every signed-in user, as the collection is.
+    assert (await other.call("migration.get", {"id": migration_id}))["vm"] == vm
+    with pytest.raises(RpcError) as info:
+        await other.call("migration.cancel", {"id": migration_id})
+    assert info.value.error == {
+        "message": "not enough permissions",
+        "code": 2,
+        "data": {
+            "permission": "administrate",
+            "object": {"id": migration_id, "type": "migration"},
+        },
+    }
+    result = await lab.client.call("migration.cancel", {"id": migration_id}, timeout=30)
+    assert result["status"] in ("cancelled", "success")
