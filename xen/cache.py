@@ -1,13 +1,16 @@
 """One pool's share of the ObjectStore, fed by `event.from` batches (xapi.md 4.2).
 
-The cache keeps, per pool, only what conversion needs beyond the published objects: ref -> id
-and class maps, raw records of side classes (host_metrics ...), and the raw record of any
-object whose conversion is incomplete (a link to a ref not seen yet) or depends on another
-object (an SR's `$container` reads its PBD), so that it can be converted again when the
-missing or depended-on object arrives or changes (and the objects that read it, in turn, when
-that changes it). Side records folded into their owner (xo_shape.FOLDS: a VM's guest metrics)
-are kept slim, and folded into the owner's published object again when they change: the
-owner's raw record need not be kept for them. Everything else lives in the store only.
+Objects are converted by xen/xo_shape.py's tables. The cache keeps, per pool, only what
+conversion needs beyond the published objects: ref -> id and class maps; records of the
+classes that are read but not published (xo_shape.READ_ONLY: host_metrics ...) and of hosts
+(RAW_KEPT); slim side records (xo_shape.SIDES: a VM's metrics and guest metrics) with, for each
+owner, the few record fields its side fields read (`inputs`); and the raw record of any object
+whose conversion is incomplete (a link to a ref not seen yet) or depends on another object (an
+SR's `$container` reads its PBD), so that it can be converted again when the missing or
+depended-on object arrives or changes (and the objects that read it, in turn, when that
+changes it). When a side record changes, only its owner's side fields are computed again, from
+the kept inputs: a VM's whole XAPI record is never kept for that. Everything else lives in the
+store only.
 
 A full batch (the answer to `event.from` with token "") replaces the pool's contents: refs
 not in it are removed, unchanged objects are not re-announced. Incremental batches apply
@@ -27,7 +30,18 @@ from typing import Any
 
 from xen.store import ObjectStore, XoObject
 from xen.wire import NULL_REF
-from xen.xo_shape import FOLDS, SIDE_CLASSES, canonical_class, to_xo
+from xen.xo_shape import (
+    RAW_KEPT,
+    READ_ONLY,
+    SHAPES,
+    SIDES,
+    Record,
+    canonical_class,
+    refold,
+    side_inputs,
+    slim_side,
+    to_xo,
+)
 
 log = logging.getLogger("xo_migrate.xen.cache")
 
@@ -51,17 +65,26 @@ class TaskWatch:
     seen: bool = False
 
 
+@dataclass(slots=True)
+class _Fold:
+    """What computing an owner's side fields again needs: its class, the few record fields
+    they read, and the refs of its side records by link field."""
+
+    cls: str
+    inputs: dict[str, Any]
+    links: dict[str, str]
+
+
 class _Conversion:
     """The Linker handed to `to_xo` for one object: records misses and reads."""
 
-    __slots__ = ("_cache", "folds", "missing", "pool_id", "reads")
+    __slots__ = ("_cache", "missing", "pool_id", "reads")
 
     def __init__(self, cache: PoolCache) -> None:
         self._cache = cache
         self.pool_id = cache.pool_id or ""
         self.missing: list[str] = []
         self.reads: list[str] = []
-        self.folds: list[str] = []
 
     def id_of(self, ref: str, target: str | None = None) -> str | None:
         if ref == NULL_REF or not ref:
@@ -73,13 +96,13 @@ class _Conversion:
             self.missing.append(ref)
         return obj_id
 
-    def read(self, ref: str) -> XoObject | None:
+    def read(self, ref: str) -> Record | None:
         if ref == NULL_REF or not ref:
             return None
         self.reads.append(ref)
-        side = self._cache._side.get(ref)
-        if side is not None:
-            return side
+        kept = self._cache._records.get(ref)
+        if kept is not None:
+            return kept
         return self._cache.published(ref)
 
     def read_linked(self, obj_id: str | None) -> XoObject | None:
@@ -92,12 +115,6 @@ class _Conversion:
             return None
         self.reads.append(obj["_xapiRef"])
         return obj
-
-    def side(self, ref: str) -> dict[str, Any] | None:
-        if ref == NULL_REF or not ref:
-            return None
-        self.folds.append(ref)
-        return self._cache._side.get(ref)
 
 
 class PoolCache:
@@ -112,11 +129,13 @@ class PoolCache:
         self.polls_started = 0  # event.from calls started (by the connection)
         self._ids: dict[str, str] = {}  # ref -> XO id (every known object)
         self._classes: dict[str, str] = {}  # ref -> XAPI class name
-        self._side: dict[str, dict[str, Any]] = {}  # raw records of SIDE_CLASSES
+        # Records kept for reading: READ_ONLY and RAW_KEPT classes raw, SIDES slim.
+        self._records: dict[str, Record] = {}
         self._raw: dict[str, tuple[str, dict[str, Any]]] = {}  # to convert again later
         self._waiting: dict[str, set[str]] = {}  # missing ref -> refs wanting it
         self._readers: dict[str, set[str]] = {}  # ref -> refs whose conversion read it
-        self._folded_into: dict[str, str] = {}  # side ref (FOLDS class) -> owner ref
+        self._folds: dict[str, _Fold] = {}  # owner ref -> what its side fields need
+        self._folded_into: dict[str, str] = {}  # side ref -> owner ref
         self._early: list[dict[str, Any]] = []  # events before the pool record was seen
         self._watches: dict[str, list[TaskWatch]] = {}
 
@@ -160,7 +179,10 @@ class PoolCache:
 
     def convert_detached(self, cls: str, ref: str, record: dict[str, Any]) -> XoObject:
         """Convert a record fetched outside the event stream, without caching it."""
-        return to_xo(canonical_class(cls), ref, record, _Conversion(self))
+        obj = to_xo(canonical_class(cls), ref, record, _Conversion(self))
+        if obj is None:
+            raise ValueError(f"objects of class {cls} are not published")
+        return obj
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -221,10 +243,13 @@ class PoolCache:
             self._classes[ref] = cls
         for n, (cls, ref, record) in enumerate(upserts, 1):
             touched.add(ref)
-            if cls in SIDE_CLASSES:
-                fold = FOLDS.get(cls)
-                self._side[ref] = fold.slim(record) if fold is not None else record
+            if cls in SIDES:
+                self._records[ref] = slim_side(cls, record)
+            elif cls in READ_ONLY:
+                self._records[ref] = record
             else:
+                if cls in RAW_KEPT:
+                    self._records[ref] = record
                 self._convert(cls, ref, record)
             if n % _CHUNK == 0:
                 await asyncio.sleep(0)
@@ -249,8 +274,8 @@ class PoolCache:
             if not again:
                 break
         for cls, ref, _ in upserts:
-            if cls in FOLDS:
-                self._fold_again(cls, ref)
+            if cls in SIDES:
+                self._fold_again(ref)
 
         if full:
             self.synced = True
@@ -261,9 +286,10 @@ class PoolCache:
     def _convert(self, cls: str, ref: str, record: dict[str, Any]) -> bool:
         """Convert and publish; whether the published object changed."""
         conversion = _Conversion(self)
-        obj = to_xo(cls, ref, record, conversion)
-        for side_ref in conversion.folds:
-            self._folded_into[side_ref] = ref
+        sides = self._sides_of(cls, ref, record)
+        obj = to_xo(cls, ref, record, conversion, sides)
+        if obj is None:
+            return False
         if conversion.missing or conversion.reads:
             self._raw[ref] = (cls, record)
             for missing in conversion.missing:
@@ -278,15 +304,33 @@ class PoolCache:
         self.store.set(obj)
         return True
 
-    def _fold_again(self, cls: str, side_ref: str) -> None:
-        """A folded side record arrived or changed: fold it into the object linking it.
-        (When one goes, XAPI unlinks it too: its owner is converted again.)"""
-        fold = FOLDS[cls]
-        owner = self.published(self._folded_into.get(side_ref, ""))
-        if owner is None or owner.get(f"${fold.link}") != self._ids.get(side_ref):
-            return  # not linked (any more) by the object that folded it
-        obj = dict(owner)
-        fold.fold(obj, self._side.get(side_ref))
+    def _sides_of(self, cls: str, ref: str, record: dict[str, Any]) -> dict[str, Record | None]:
+        """The side records of an owner, remembering what refolding it needs later."""
+        shape = SHAPES.get(cls)
+        if shape is None or not shape.sides:
+            return {}
+        links = {link: record.get(link, NULL_REF) for link in shape.sides}
+        previous = self._folds.get(ref)
+        if previous is not None:
+            for side_ref in previous.links.values():
+                if self._folded_into.get(side_ref) == ref:
+                    del self._folded_into[side_ref]
+        self._folds[ref] = _Fold(cls, side_inputs(cls, record) or {}, links)
+        for side_ref in links.values():
+            if side_ref != NULL_REF:
+                self._folded_into[side_ref] = ref
+        return {link: self._records.get(side_ref) for link, side_ref in links.items()}
+
+    def _fold_again(self, side_ref: str) -> None:
+        """A side record arrived or changed: compute its owner's side fields again. (When
+        one goes, XAPI unlinks it too: its owner is converted again.)"""
+        owner_ref = self._folded_into.get(side_ref, "")
+        fold = self._folds.get(owner_ref)
+        owner = self.published(owner_ref)
+        if fold is None or owner is None or side_ref not in fold.links.values():
+            return
+        sides = {link: self._records.get(ref) for link, ref in fold.links.items()}
+        obj = refold(fold.cls, owner_ref, owner, fold.inputs, _Conversion(self), sides)
         if obj != owner:
             self.store.set(obj)
 
@@ -307,10 +351,11 @@ class PoolCache:
             self.store.remove(obj["id"])
         self._ids.pop(ref, None)
         self._classes.pop(ref, None)
-        self._side.pop(ref, None)
+        self._records.pop(ref, None)
         self._raw.pop(ref, None)
         self._waiting.pop(ref, None)
         self._folded_into.pop(ref, None)
+        self._folds.pop(ref, None)
 
     def clear(self) -> None:
         """Withdraw every object of this pool from the store (disconnect / removal)."""
@@ -319,6 +364,7 @@ class PoolCache:
         self._readers.clear()
         self._waiting.clear()
         self._folded_into.clear()
+        self._folds.clear()
         self._early.clear()
         self.synced = False
 

@@ -40,27 +40,15 @@ from xen.session import (
 from xen.store import ObjectStore, XoObject
 from xen.threads import ThreadRunner
 from xen.wire import decode_task_result, member_url, url_host
+from xen.xo_shape import FOLLOWED
 
 log = logging.getLogger("xo_migrate.xen.pool")
 
 Status = Literal["connected", "connecting", "disconnected"]
 
 # Classes the cache follows: what migrations and the xo-server object views need.
-MIGRATION_CLASSES: tuple[str, ...] = (
-    "pool",
-    "host",
-    "host_metrics",
-    "VM_guest_metrics",  # folded into its VM: addresses, mainIpAddress, PV_drivers
-    "VM",
-    "SR",
-    "VDI",
-    "VBD",
-    "VIF",
-    "PBD",
-    "PIF",
-    "network",
-    "task",
-)
+# What the event stream carries: every published class and what their tables read.
+MIGRATION_CLASSES: tuple[str, ...] = FOLLOWED
 
 _MAX_REDIRECTS = 4  # HOST_IS_SLAVE hops while looking for the master
 

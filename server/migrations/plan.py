@@ -181,6 +181,22 @@ class Plan:
         }
 
 
+def resident_host(vm: XoObject) -> str | None:
+    """The host a VM runs on (its `$container` while it is not halted), else None."""
+    if vm.get("power_state") in ("Running", "Paused", "Suspended"):
+        container = vm.get("$container")
+        return str(container) if container and container != vm.get("$pool") else None
+    return None
+
+
+def vm_memory_needed(vm: XoObject) -> int:
+    """What the target host must have free: dynamic min (XAPI squeezes to it), else static max."""
+    memory = vm.get("memory") or {}
+    dynamic = memory.get("dynamic") or [0, 0]
+    static = memory.get("static") or [0, 0]
+    return int(dynamic[0] or static[1] or 0)
+
+
 def _get(store: ObjectStore, obj_id: str | None, types: str | tuple[str, ...]) -> XoObject:
     wanted = (types,) if isinstance(types, str) else types
     obj = store.get(obj_id) if obj_id else None
@@ -216,7 +232,7 @@ def _host_sees_sr(store: ObjectStore, host: XoObject, sr_id: str | None) -> bool
         return False
     for pbd_id in sr.get("$PBDs", []):
         pbd = store.get(pbd_id)
-        if pbd is not None and pbd.get("$host") == host["id"] and pbd.get("currently_attached"):
+        if pbd is not None and pbd.get("host") == host["id"] and pbd.get("attached"):
             return True
     return False
 
@@ -226,7 +242,7 @@ def _network_warnings(store: ObjectStore, host: XoObject, network: XoObject) -> 
     for pif_id in host.get("$PIFs", []):
         pif = store.get(pif_id)
         if pif is not None and pif.get("$network") == network["id"]:
-            if not pif.get("currently_attached"):
+            if not pif.get("attached"):
                 return [f"PIF is not attached: host {host['id']} network {network['id']}"]
             return []
     return [f"host have no PIF in the network: host {host['id']} network {network['id']}"]
@@ -238,14 +254,14 @@ def _disk_vbds(store: ObjectStore, vm: XoObject) -> list[tuple[XoObject, XoObjec
     out: list[tuple[XoObject, XoObject, bool]] = []
     seen: set[str] = set()
     owners = [(vm, False)] + [
-        (snap, True) for snap_id in vm.get("$snapshots", []) if (snap := store.get(snap_id))
+        (snap, True) for snap_id in vm.get("snapshots", []) if (snap := store.get(snap_id))
     ]
     for owner, is_snapshot in owners:
         for vbd_id in owner.get("$VBDs", []):
             vbd = store.get(vbd_id)
-            if vbd is None or vbd.get("is_cd_drive") or vbd.get("VBD_type") != "Disk":
+            if vbd is None or vbd.get("is_cd_drive"):
                 continue
-            vdi = _maybe(store, vbd.get("VDI") or vbd.get("$VDI"))
+            vdi = _maybe(store, vbd.get("VDI"))
             if vdi is None or vdi["id"] in seen:
                 continue
             parent = vdi.get("$snapshot_of")
@@ -258,11 +274,11 @@ def _disk_vbds(store: ObjectStore, vm: XoObject) -> list[tuple[XoObject, XoObjec
 
 def _vm_vifs(store: ObjectStore, vm: XoObject) -> list[XoObject]:
     """The VM's VIFs plus snapshot VIFs whose device no VM VIF uses (as xo-server)."""
-    vifs = [vif for vif_id in vm.get("$VIFs", []) if (vif := store.get(vif_id))]
+    vifs = [vif for vif_id in vm.get("VIFs", []) if (vif := store.get(vif_id))]
     devices = {vif.get("device") for vif in vifs}
-    for snap_id in vm.get("$snapshots", []):
+    for snap_id in vm.get("snapshots", []):
         snap = store.get(snap_id)
-        for vif_id in (snap or {}).get("$VIFs", []):
+        for vif_id in (snap or {}).get("VIFs", []):
             vif = store.get(vif_id)
             if vif is not None and vif.get("device") not in devices:
                 devices.add(vif.get("device"))
@@ -313,7 +329,7 @@ def make_plan(store: ObjectStore, req: MigrationRequest) -> Plan:
         vm_name=vm.get("name_label", ""),
         vm_ref=vm["_xapiRef"],
         source_pool=source_pool,
-        source_host=vm.get("$resident_on"),
+        source_host=resident_host(vm),
         target_pool=target_pool_id,
         target_host=host["id"],
         target_host_name=host.get("name_label", ""),
@@ -328,7 +344,7 @@ def make_plan(store: ObjectStore, req: MigrationRequest) -> Plan:
     if mignet is not None:
         plan.migration_network_reason = "explicit migrationNetwork"
     else:
-        pool_default = (target_pool.get("other_config") or {}).get(MIGRATION_NETWORK_KEY)
+        pool_default = (target_pool.get("otherConfig") or {}).get(MIGRATION_NETWORK_KEY)
         if pool_default and (candidate := store.get(pool_default)) is not None:
             mignet = candidate
             plan.migration_network_reason = f"the target pool's {MIGRATION_NETWORK_KEY}"
@@ -480,13 +496,13 @@ def _disk(
     return DiskPlan(
         vdi=vdi["id"],
         name=vdi.get("name_label", ""),
-        device=str(vbd.get("device") or vbd.get("userdevice") or ""),
+        device=str(vbd.get("device") or vbd.get("position") or ""),
         snapshot=is_snapshot,
         sr_from=vdi.get("$SR"),
         sr_to=sr_to or "",
         reason=reason,
-        virtual_size=int(vdi.get("virtual_size") or 0),
-        allocated=int(vdi.get("physical_utilisation") or 0),
+        virtual_size=int(vdi.get("size") or 0),
+        allocated=int(vdi.get("usage") or 0),
         moves=moves,
         cbt_enabled=bool(vdi.get("cbt_enabled")),
         vdi_ref=vdi["_xapiRef"],
@@ -499,7 +515,7 @@ ACCEPTED_STATES = {"pool_migrate": ("running",), "migrate_send": ("halted", "sus
 
 def _plan_vm_state(plan: Plan, vm: XoObject) -> None:
     """The VM-level refusals XAPI checks first: blocked operation, then power state."""
-    reason = (vm.get("blocked_operations") or {}).get(plan.mode)
+    reason = (vm.get("blockedOperations") or {}).get(plan.mode)
     if reason is not None:
         plan.blockers.append(
             {
@@ -526,11 +542,11 @@ def _plan_vm_state(plan: Plan, vm: XoObject) -> None:
 
 
 def _plan_memory(store: ObjectStore, plan: Plan, vm: XoObject, host: XoObject) -> None:
-    needed = int(vm.get("memory_dynamic_min") or vm.get("memory_static_max") or 0)
+    needed = vm_memory_needed(vm)
     memory = host.get("memory") or {}
     size = int(memory.get("size") or 0)
     free = size - int(memory.get("usage") or 0)
-    same_host = vm.get("$resident_on") == host["id"]
+    same_host = resident_host(vm) == host["id"]
     plan.memory = {
         "needed": needed,
         "free": free,
@@ -556,7 +572,7 @@ def _plan_sr_space(store: ObjectStore, plan: Plan) -> None:
             needed[disk.sr_to] = needed.get(disk.sr_to, 0) + disk.virtual_size
     for sr_id, bytes_needed in needed.items():
         sr = store.get(sr_id) or {}
-        free = int(sr.get("physical_size") or 0) - int(sr.get("physical_utilisation") or 0)
+        free = int(sr.get("size") or 0) - int(sr.get("physical_usage") or 0)
         plan.sr_space[sr_id] = {
             "name": sr.get("name_label", ""),
             "free": free,

@@ -33,6 +33,7 @@ from server.migrations.plan import (
     PlanError,
     make_plan,
     storage_fallback,
+    vm_memory_needed,
 )
 from server.migrations.runner import MigrationRunner, MigrationWork, OutcomeUnknown
 from xen.errors import PoolUnavailable, XapiError
@@ -226,9 +227,7 @@ def plan_from_record(record: dict[str, Any], vm: XoObject | None) -> Plan:
     known) splits them, the rest counting as the disks (`vdi` empty: not real disks)."""
     storage_motion = record.get("mode") == "migrate_send"
     total = int(record.get("bytesTotal") or 0)
-    vm_memory = int(
-        (vm or {}).get("memory_dynamic_min") or (vm or {}).get("memory_static_max") or 0
-    )
+    vm_memory = vm_memory_needed(vm or {})
     memory = min(total, vm_memory) if storage_motion else total
     disk_bytes = total - memory if storage_motion else 0
     disks = (

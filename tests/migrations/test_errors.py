@@ -134,7 +134,7 @@ async def test_missing_default_sr_is_a_clear_error_and_changes_nothing(lab: Lab)
     pool_id = await lab.id_of("pool", "Pool A")
 
     async def unset() -> bool:
-        return (await lab.get(pool_id))["default_SR"] is None
+        return (await lab.get(pool_id)).get("default_SR") is None
 
     from tests.helpers import wait_until
 

@@ -7,13 +7,11 @@ import json
 import urllib.request
 import uuid
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from xen.config import PoolConfig
-from xen.pool import MIGRATION_CLASSES, ConnectionOptions
+from xen.pool import ConnectionOptions
 from xen.store import ObjectStore
-from xen.xo_shape import SIDE_CLASSES
 
 # Fast reconnects and short long-polls so that every scenario settles in a few seconds.
 FAST = ConnectionOptions(
@@ -29,8 +27,6 @@ FAST = ConnectionOptions(
     cancel_grace=3.0,
     close_timeout=2.0,
 )
-
-PUBLISHED_CLASSES = tuple(c for c in MIGRATION_CLASSES if c not in SIDE_CLASSES)
 
 
 def pool_manifest(manifest: dict[str, Any], name: str) -> dict[str, Any]:
@@ -91,84 +87,41 @@ def pool_objects(store: ObjectStore, pool_uuid: str) -> dict[str, dict[str, Any]
     return {o["id"]: o for o in store if o.get("$pool") == pool_uuid}
 
 
-def _seconds(value: datetime) -> int | None:
-    seconds = int(value.timestamp())
-    return seconds or None
+async def fresh_objects(sim: Any, pool_name: str) -> dict[str, dict[str, Any]]:
+    """The objects a new connection's initial sync gives for one simulated pool: what the
+    live cache must converge to after incremental changes (the same tables, reached through
+    a full snapshot instead of event by event)."""
+    from xen.pools import PoolManager
+
+    store = ObjectStore()
+    manager = PoolManager(store, FAST)
+    await manager.start()
+    try:
+        cfg = pool_config(sim.manifest(), pool_name)
+        await manager.add(cfg)
+        conn = manager.connection(cfg.id)
+        assert conn is not None
+        await conn.wait_ready(15)
+        return pool_objects(store, sim.pool(pool_name).uuid)
+    finally:
+        await manager.aclose()
 
 
-def expected_objects(db: Any) -> dict[str, dict[str, Any]]:
-    """What the cache must hold for one simulated pool, derived from the simulator's own
-    database and schema (independently of xen.xo_shape): id, type, links as uuids, ints as
-    ints, datetimes as epoch seconds, plus the xo-server extras the API relies on."""
-    uuid_of: dict[str, str] = {}
-    for cls in MIGRATION_CLASSES:
-        for ref, rec in db.iter_records(cls):
-            uuid_of[ref] = rec["uuid"]
-    pool_uuid = next(rec["uuid"] for _, rec in db.iter_records("pool"))
-    out: dict[str, dict[str, Any]] = {}
-    for cls in PUBLISHED_CLASSES:
-        spec = db.schema.cls(cls)
-        for ref, rec in db.iter_records(cls):
-            exp: dict[str, Any] = {
-                "id": rec["uuid"],
-                "$pool": pool_uuid,
-                "$poolId": pool_uuid,
-                "_xapiRef": ref,
-                "type": cls,
-            }
-            for name, value in rec.items():
-                fspec = spec.fields[name]
-                key = f"{cls}_type" if name == "type" else name
-                if fspec.type.endswith(" ref"):
-                    exp[f"${name}"] = uuid_of.get(value)
-                elif fspec.type.endswith(" ref set"):
-                    exp[f"${name}"] = [uuid_of[r] for r in value if r in uuid_of]
-                elif isinstance(value, datetime):
-                    exp[key] = _seconds(value)
-                elif fspec.kind == "map":
-                    exp[key] = {uuid_of.get(k, k): v for k, v in value.items()}
-                elif fspec.kind in ("string", "int", "bool", "float", "enum") or (
-                    fspec.kind == "set" and not fspec.type.endswith(" ref set")
-                ):
-                    exp[key] = value
-            if cls == "VM":
-                running = rec["power_state"] in ("Running", "Paused")
-                exp["$container"] = (
-                    uuid_of[rec["resident_on"]] if running else local_sr_host(db, rec) or pool_uuid
-                )
-                exp["type"] = (
-                    "VM-controller"
-                    if rec["is_control_domain"]
-                    else "VM-snapshot"
-                    if rec["is_a_snapshot"]
-                    else "VM-template"
-                    if rec["is_a_template"]
-                    else "VM"
-                )
-            elif cls == "VDI":
-                exp["type"] = "VDI-snapshot" if rec["is_a_snapshot"] else "VDI"
-            elif cls == "SR" and not rec["shared"] and rec["PBDs"]:
-                exp["$container"] = uuid_of[db.get("PBD", rec["PBDs"][0])["host"]]
-            elif cls == "host":
-                live = db.get("host_metrics", rec["metrics"])["live"]
-                exp["power_state"] = "Running" if live else "Halted"
-            out[exp["id"]] = exp
-    return out
-
-
-def local_sr_host(db: Any, vm: dict[str, Any]) -> str | None:
-    """Uuid of the host whose local SR holds a disk of a halted VM (not a template or a
-    snapshot): where it can start, its xo-server `$container`."""
-    if vm["is_a_template"] or vm["is_a_snapshot"]:
-        return None
-    for vbd in vm["VBDs"]:
-        vdi = db.get("VBD", vbd)["VDI"]
-        if not db.exists("VDI", vdi):
-            continue
-        sr = db.get("SR", db.get("VDI", vdi)["SR"])
-        if not sr["shared"] and sr["PBDs"]:
-            return db.get("host", db.get("PBD", sr["PBDs"][0])["host"])["uuid"]
-    return None
+async def converged(
+    sim: Any, store: ObjectStore, pool_name: str, timeout: float = 5.0
+) -> dict[str, dict[str, Any]]:
+    """Wait until the live cache of `pool_name` equals a fresh sync of it; its objects."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    pool_uuid = sim.pool(pool_name).uuid
+    while True:
+        expected = await fresh_objects(sim, pool_name)
+        actual = pool_objects(store, pool_uuid)
+        problems = mismatches(expected, actual)
+        if not problems:
+            return actual
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"the cache of {pool_name} differs from a fresh sync: {problems}")
+        await asyncio.sleep(0.1)
 
 
 def mismatches(expected: dict[str, dict[str, Any]], actual: dict[str, dict[str, Any]]) -> list:
@@ -184,4 +137,7 @@ def mismatches(expected: dict[str, dict[str, Any]], actual: dict[str, dict[str, 
                 problems.append((obj_id, key, value, got.get(key, "<absent>")))
     for obj_id in actual.keys() - expected.keys():
         problems.append((obj_id, "<unexpected>", None, actual[obj_id].get("type")))
+    for obj_id in expected.keys() & actual.keys():
+        for key in actual[obj_id].keys() - expected[obj_id].keys():
+            problems.append((obj_id, key, "<absent>", actual[obj_id][key]))
     return problems

@@ -8,11 +8,10 @@ import socket
 import pytest
 
 from tests.xen.helpers import (
+    converged,
     eventually,
-    expected_objects,
     host_url,
     master_name,
-    mismatches,
     pool_config,
     pool_manifest,
     pool_objects,
@@ -56,11 +55,7 @@ async def test_master_failover_host_is_slave(sim, pools: PoolManager, store: Obj
     )
     # Calls go to the new master, and the cache is complete (and shows the new master).
     assert await conn.call("pool.get_all")
-    await eventually(
-        lambda: not mismatches(expected_objects(simpool.db), pool_objects(store, simpool.uuid)),
-        5,
-        "cache complete after failover",
-    )
+    await converged(sim, store, "Pool A")
     pool_obj = store.get(simpool.uuid)
     assert store.get(pool_obj["master"])["address"] == new_url.split("//")[1].split(":")[0]
 
@@ -84,11 +79,7 @@ async def test_master_stops_answering(sim, pools: PoolManager, store: ObjectStor
         lambda: conn.master_url == new_url and conn.status == "connected", 10, "failover"
     )
     assert await conn.call("pool.get_all")
-    await eventually(
-        lambda: not mismatches(expected_objects(simpool.db), pool_objects(store, simpool.uuid)),
-        5,
-        "cache complete after failover",
-    )
+    await converged(sim, store, "Pool A")
 
 
 async def test_session_expiry_relogs_in_silently(
@@ -150,7 +141,7 @@ async def test_pool_down_then_up_resyncs(sim, pools: PoolManager, store: ObjectS
     assert net_id in actual
     assert actual[db.get("VM", vm_ref)["uuid"]]["name_label"] == "web-02 renamed while down"
     assert len(actual) == before  # -1 VIF +1 network, nothing duplicated
-    assert mismatches(expected_objects(db), actual) == []
+    assert await converged(sim, store, "Pool A") == actual
     assert conn.last_error is None
 
 
