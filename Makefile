@@ -1,5 +1,8 @@
 # Quick start: `make demo` runs the server on the embedded simulated lab; `make test` runs the suite.
-PY ?= python3.11
+# Any Python >= 3.11: the first of these that is one (PY=... overrides).
+PY ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; \
+	done)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -7,7 +10,8 @@ STAMP := $(VENV)/.installed
 .PHONY: test demo sim bench lint clean
 
 $(BIN)/python:
-	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY)"; exit 1; }
+	@test -n "$(PY)" || { echo "need Python 3.11 or newer: install it, or give it as PY=/path/to/python3"; exit 1; }
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "$(PY) is older than 3.11"; exit 1; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
