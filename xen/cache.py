@@ -241,16 +241,18 @@ class PoolCache:
                 new_refs.append(ref)
             self._ids[ref] = record.get("uuid") or ref
             self._classes[ref] = cls
-        for n, (cls, ref, record) in enumerate(upserts, 1):
+        # Records read by conversions first, so that objects of this batch see them.
+        converted: list[tuple[str, str, dict[str, Any]]] = []
+        for cls, ref, record in upserts:
             touched.add(ref)
             if cls in SIDES:
                 self._records[ref] = slim_side(cls, record)
-            elif cls in READ_ONLY:
+            elif cls in READ_ONLY or cls in RAW_KEPT:
                 self._records[ref] = record
-            else:
-                if cls in RAW_KEPT:
-                    self._records[ref] = record
-                self._convert(cls, ref, record)
+            if cls not in SIDES and cls not in READ_ONLY:
+                converted.append((cls, ref, record))
+        for n, (cls, ref, record) in enumerate(converted, 1):
+            self._convert(cls, ref, record)
             if n % _CHUNK == 0:
                 await asyncio.sleep(0)
 
@@ -273,8 +275,9 @@ class PoolCache:
                 again |= self._readers.get(ref, set())
             if not again:
                 break
+        owners = {ref for _, ref, _ in converted}
         for cls, ref, _ in upserts:
-            if cls in SIDES:
+            if cls in SIDES and self._folded_into.get(ref) not in owners:
                 self._fold_again(ref)
 
         if full:
