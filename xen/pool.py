@@ -435,7 +435,7 @@ class PoolConnection:
         # With token "" XAPI answers at once (every object is an event), no need to special-case.
         timeout = float(self.options.event_timeout)
         started = time.monotonic()
-        result = session.call("event.from", (list(self.options.classes), token, timeout))
+        result = session.call_bulk("event.from", (list(self.options.classes), token, timeout))
         log.debug("event=event_from pool=%s took_s=%.3f", self.label, time.monotonic() - started)
         return result
 
