@@ -3,6 +3,8 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Xen Orchestra's web UI (built xo-web): `make demo` serves it at / when it is there.
+XO_WEB ?= ../shared/xo-web/dist
 
 .PHONY: test demo sim bench lint clean
 
@@ -24,7 +26,7 @@ test: lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 demo: $(STAMP)
-	$(BIN)/xo-migrate serve
+	$(BIN)/xo-migrate serve $(if $(wildcard $(XO_WEB)/index.html),--mount /=$(XO_WEB))
 
 sim: $(STAMP)
 	$(BIN)/xo-migrate sim
