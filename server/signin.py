@@ -223,9 +223,14 @@ async def _read_form(request: web.Request) -> dict[str, str]:
     body-parser leaves req.body empty for other content types."""
     if request.content_type != "application/x-www-form-urlencoded":
         return {}
-    body = await request.content.read(MAX_FORM_BYTES + 1)
-    if len(body) > MAX_FORM_BYTES:
-        raise web.HTTPRequestEntityTooLarge(MAX_FORM_BYTES, len(body))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():  # chunked bodies have no Content-Length
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            raise web.HTTPRequestEntityTooLarge(MAX_FORM_BYTES, size)
+        chunks.append(chunk)
+    body = b"".join(chunks)
     try:
         text = body.decode("ascii")  # urlencoded: anything else is escaped
         pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=100)

@@ -8,6 +8,7 @@ socket so that no client library normalizes them first.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -283,7 +284,19 @@ async def test_malformed_and_huge_forms(web: Web) -> None:
     huge = b"username=admin%40admin.net&password=admin&x=" + b"a" * MAX_FORM_BYTES
     resp = await web.request("POST", "/signin/local", data=huge, headers=_urlencoded())
     assert resp.status == 413 and "Set-Cookie" not in resp.headers
+
+    async def slowly(body: bytes) -> AsyncIterator[bytes]:  # chunked: no Content-Length
+        for i in range(0, len(body), 4096):
+            yield body[i : i + 4096]
+            await asyncio.sleep(0)
+
+    resp = await web.request("POST", "/signin/local", data=slowly(huge), headers=_urlencoded())
+    assert resp.status == 413 and "Set-Cookie" not in resp.headers
     assert web.server.state.db._db.execute("SELECT count(*) FROM tokens").fetchone()[0] == 0
+    form = b"pad=" + b"p" * 50_000 + b"&username=admin%40admin.net&password=admin"
+    resp = await web.request("POST", "/signin/local", data=slowly(form), headers=_urlencoded())
+    assert (resp.status, resp.headers["Location"]) == (303, "/")  # read whole, in pieces
+    assert web.server.state.db._db.execute("SELECT count(*) FROM tokens").fetchone()[0] == 1
 
 
 def _urlencoded() -> dict[str, str]:
@@ -391,3 +404,35 @@ async def test_web_sign_in_is_throttled_with_the_websocket(web: Web) -> None:
         assert "too fast authentication tries" in await page.text()
     await asyncio.sleep(0.35)
     assert (await web.sign_in()).headers["Location"] == "/"
+
+
+async def test_cookies_are_secure_over_tls(tmp_path: Path) -> None:
+    from server.app import ssl_context
+    from xen.sim.certs import HostCertificates
+
+    certs = HostCertificates()
+    cert = await asyncio.to_thread(certs.get, "127.0.0.1")
+    config = make_config(
+        tmp_path / "data",
+        mounts={"/": make_site(tmp_path)},
+        cert_file=str(cert.cert_file),
+        key_file=str(cert.key_file),
+    )
+    client_ctx = ssl.create_default_context(cafile=str(cert.cert_file))
+    client_ctx.check_hostname = False
+    try:
+        async with (
+            running_server(config, ssl_context=ssl_context(config)) as srv,
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ctx)) as session,
+        ):
+            assert srv.base.startswith("https://")
+            web = Web(srv, session, tmp_path / "www")
+            gate = await web.request("GET", "/index.html")
+            assert "secure" in raw_set_cookie(gate, RETURN_COOKIE).lower()
+            resp = await web.sign_in()
+            for name in ("token", "clientId"):
+                assert "; secure" in raw_set_cookie(resp, name).lower(), name
+            failed = await web.sign_in({"username": "admin@admin.net", "password": "no"})
+            assert "; secure" in raw_set_cookie(failed, "xo-migrate-signin-error").lower()
+    finally:
+        await asyncio.to_thread(certs.close)
