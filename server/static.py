@@ -72,13 +72,17 @@ class StaticFiles:
             key=lambda m: len(m[0]),
             reverse=True,
         )
+        self._gui_routes = self._find_gui_routes()
 
-    def gui_routes(self) -> dict[str, str]:
+    def _find_gui_routes(self) -> dict[str, str]:
         """xo-server's answer: where xo-web (a mount of an `xo-web/dist`, else the first one
         with an index.html) is mounted."""
         with_index = [(p, r) for p, r in self._mounts if (r / "index.html").is_file()]
         xo_web = [(p, r) for p, r in with_index if "xo-web/dist" in r.as_posix()] or with_index
         return {"xo5": xo_web[0][0]} if xo_web else {}
+
+    def gui_routes(self) -> dict[str, str]:
+        return dict(self._gui_routes)
 
     async def handle_gui_routes(self, request: web.Request) -> web.Response:
         return web.json_response(self.gui_routes())
