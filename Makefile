@@ -6,6 +6,8 @@ PY ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Xen Orchestra's web UI (built xo-web): `make demo` serves it at / when it is there.
+XO_WEB ?= ../shared/xo-web/dist
 
 .PHONY: test demo sim bench lint clean
 
@@ -28,7 +30,7 @@ test: lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 demo: $(STAMP)
-	$(BIN)/xo-migrate serve
+	$(BIN)/xo-migrate serve $(if $(wildcard $(XO_WEB)/index.html),--mount /=$(XO_WEB))
 
 sim: $(STAMP)
 	$(BIN)/xo-migrate sim

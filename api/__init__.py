@@ -1,7 +1,8 @@
 """The JSON-RPC API, one module per namespace (`session.*` in api/session.py, ...).
 
 Each module exports `METHODS: list[api.registry.Method]`. To add a namespace, create its module
-and list it in `NAMESPACES` below; api/registry.py explains how to declare a method.
+and list it in `NAMESPACES` below (module names are snake_case: `resource_set` holds
+`resourceSet.*`); api/registry.py explains how to declare a method.
 
 A namespace that needs a server-owned service (work that outlives the connection that asked,
 e.g. migrations) also exports `lifespan`, an async context manager factory taking the
@@ -37,6 +38,14 @@ NAMESPACES: tuple[str, ...] = (
     "task",
     "migration",
     "user",
+    # What xo-web calls at start, with xo-server's (mostly empty) answers:
+    "acl",
+    "proxy",
+    "resource_set",
+    "backup_ng",
+    "schedule",
+    "tag",
+    "sr",
 )
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]

@@ -129,10 +129,38 @@ def get_all(call: Call, params: XoParams) -> list[dict[str, Any]]:
             for key in ("error", "poolId"):
                 if status.get(key) is not None:
                     entry[key] = status[key]
+            if status.get("poolId"):
+                entry.update(_pool_fields(call, status["poolId"], entry["status"] == "connected"))
+                entry["label"] = entry["label"] or entry.get("poolNameLabel", "")
         elif pools is None:
             entry["error"] = "pool connections are not available in this build"
         out.append(entry)
     return out
+
+
+def _pool_fields(call: Call, pool_id: str, connected: bool) -> dict[str, Any]:
+    """What xo-server adds from the pool's objects: `master` (the master host's id, while
+    connected), `poolNameLabel` / `poolNameDescription` (absent when empty, as xo-server drops
+    empty values) and `poolMembersAddresses` (the hosts' addresses, master first)."""
+    store = call.state.store
+    pool = store.get(pool_id)
+    if pool is None or pool.get("type") != "pool":
+        return {}
+    fields: dict[str, Any] = {}
+    master = pool.get("master")
+    if connected and isinstance(master, str):
+        fields["master"] = master
+    hosts = [h for h in store.by_type("host") if h.get("$pool") == pool_id and h.get("address")]
+    hosts.sort(key=lambda h: (h["id"] != master, h["address"]))
+    if hosts:
+        fields["poolMembersAddresses"] = [h["address"] for h in hosts]
+    for key, field in (
+        ("poolNameLabel", "name_label"),
+        ("poolNameDescription", "name_description"),
+    ):
+        if pool.get(field):
+            fields[key] = pool[field]
+    return fields
 
 
 METHODS = [

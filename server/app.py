@@ -1,7 +1,9 @@
 """Build the aiohttp application: routes, shared state, and everything the server owns.
 
 Routes: GET /api/ (WebSocket, server/websocket.py), POST /api/ (server/http_rpc.py),
-GET|POST /api/<token> (one-shot URLs, server/oneshot.py).
+GET|POST /api/<token> (one-shot URLs, server/oneshot.py), /rest/v0 (server/rest/), the browser
+sign-in /signin, /signin/local, /signout and, behind its gate, the mounted directories of the
+web UI for any other URL (server/signin.py, server/static.py).
 
 Lifecycle (`_lifespan`, run by aiohttp's startup/cleanup): open the database, create the
 default admin, start the pool manager and connect the stored pools; on shutdown close every
@@ -32,7 +34,9 @@ from server.http_rpc import handle_api_post
 from server.oneshot import OneShotUrls
 from server.push import PushHub
 from server.rest import register as register_rest
+from server.signin import WebSignIn
 from server.state import ServerState
+from server.static import StaticFiles
 from server.websocket import handle_api_socket
 from xen.store import ObjectStore
 
@@ -76,6 +80,9 @@ def build_app(config: ServerConfig, store: ObjectStore | None = None) -> web.App
     app.router.add_route("GET", "/api/{token}", state.oneshot.handle)
     app.router.add_route("POST", "/api/{token}", state.oneshot.handle)
     register_rest(app, state)  # /rest/v0 (server/rest/)
+    files = StaticFiles(config.mounts)
+    app.router.add_get("/rest/v0/gui-routes", files.handle_gui_routes)  # no authentication
+    WebSignIn(state, files).register(app)  # last: its gate takes every URL left
     app.cleanup_ctx.append(_lifespan)
     app.on_shutdown.append(_close_connections)
     return app

@@ -14,6 +14,14 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--config", help="TOML config file (default: embedded simulated lab)")
     serve.add_argument("--host", help="listen address (overrides the config)")
     serve.add_argument("--port", type=int, help="listen port (overrides the config)")
+    serve.add_argument(
+        "--mount",
+        action="append",
+        default=[],
+        metavar="PREFIX=DIR",
+        help="serve DIR under the URL PREFIX, e.g. /=../shared/xo-web/dist for Xen Orchestra's "
+        "web UI (added to the config's [http.mounts]; repeatable)",
+    )
 
     sim = sub.add_parser("sim", help="run the XAPI simulator on loopback addresses")
     sim.add_argument("--lab", help="lab TOML file (default: the shipped lab)")

@@ -11,6 +11,7 @@ from typing import Any
 from server.auth import AuthSettings
 from server.duration import parse_duration_ms
 from server.migrations.service import MigrationSettings
+from server.signin import SignInSettings
 from xen.config import PoolConfig
 
 DEFAULT_HOST = "127.0.0.1"
@@ -35,13 +36,22 @@ class ServerConfig:
     push_min_interval_s: float = 0.02  # changes are batched into at most one push per interval
     pools: list[PoolConfig] = field(default_factory=list)
     migration: MigrationSettings = field(default_factory=MigrationSettings)
+    # URL prefix -> directory served there (`[http.mounts]`, `serve --mount`): the web UI.
+    mounts: dict[str, Path] = field(default_factory=dict)
+    signin: SignInSettings = field(default_factory=SignInSettings)
 
 
 _SECTIONS: dict[str, set[str]] = {
     "": {"data_dir", "http", "authentication", "api", "pools", "migration"},
     "migration": {"per_pool_limit", "per_host_limit", "retry_delay", "history_keep"},
-    "http": {"host", "port", "cert", "key"},
-    "authentication": {"default_token_validity", "max_token_validity", "throttling_delay"},
+    "http": {"host", "port", "cert", "key", "mounts"},
+    "authentication": {
+        "default_token_validity",
+        "max_token_validity",
+        "throttling_delay",
+        "session_cookie_validity",
+        "permanent_cookie_validity",
+    },
     "api": {
         "max_message_size",
         "push_queue_frames",
@@ -96,6 +106,41 @@ def normalize_pool_url(host: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
+def parse_mount(prefix: str, directory: str | Path, base_dir: Path) -> tuple[str, Path]:
+    """One `[http.mounts]` entry (or `serve --mount PREFIX=DIR`): a URL prefix and the
+    existing directory served under it; a relative directory is relative to `base_dir`."""
+    if not isinstance(prefix, str) or not prefix.startswith("/") or "//" in prefix:
+        raise ConfigError(f"[http.mounts] {prefix!r}: a URL prefix must start with a single /")
+    if any(part in (".", "..") for part in prefix.split("/")) or "\\" in prefix:
+        raise ConfigError(f"[http.mounts] {prefix!r}: no . or .. segment in a URL prefix")
+    if not isinstance(directory, str | Path) or str(directory) == "":
+        raise ConfigError(f"[http.mounts] {prefix!r}: the directory must be a path")
+    path = Path(directory).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if not path.is_dir():
+        raise ConfigError(f"[http.mounts] {prefix!r}: {path} is not a directory")
+    normalized = prefix.rstrip("/") or "/"
+    return normalized, path.resolve()
+
+
+def _parse_signin(auth: dict[str, Any], max_token_validity_ms: float) -> SignInSettings:
+    """The web sign-in's token validities: a token outside token.create's bounds (1 minute to
+    `max_token_validity`) could never be created, so such a config is refused at start."""
+    settings = SignInSettings(
+        session_cookie_validity_ms=parse_duration_ms(
+            auth.get("session_cookie_validity", "10 hours")
+        ),
+        permanent_cookie_validity_ms=parse_duration_ms(
+            auth.get("permanent_cookie_validity", "30 days")
+        ),
+    )
+    for name in ("session_cookie_validity", "permanent_cookie_validity"):
+        ms = getattr(settings, f"{name}_ms")
+        if not 60e3 <= ms <= max_token_validity_ms:
+            raise ValueError(f"{name} must be between 1 minute and max_token_validity")
+    return settings
+
+
 def parse_config(data: dict[str, Any], base_dir: Path) -> ServerConfig:
     _check_keys("", data)
     cfg = ServerConfig()
@@ -107,6 +152,12 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> ServerConfig:
     cfg.key_file = str(http.get("key", ""))
     if bool(cfg.cert_file) != bool(cfg.key_file):
         raise ConfigError("[http] cert and key must be given together")
+    mounts = http.get("mounts", {})
+    if not isinstance(mounts, dict):
+        raise ConfigError("[http.mounts] must be a table of URL prefix = directory")
+    cfg.mounts = dict(
+        parse_mount(prefix, directory, base_dir) for prefix, directory in mounts.items()
+    )
     data_dir = Path(data.get("data_dir", "data")).expanduser()
     cfg.data_dir = data_dir if data_dir.is_absolute() else base_dir / data_dir
     auth = data.get("authentication", {})
@@ -119,6 +170,7 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> ServerConfig:
             max_token_validity_ms=parse_duration_ms(auth.get("max_token_validity", "0.5 year")),
             throttling_delay_s=parse_duration_ms(auth.get("throttling_delay", "2 seconds")) / 1000,
         )
+        cfg.signin = _parse_signin(auth, cfg.auth.max_token_validity_ms)
     except ValueError as exc:
         raise ConfigError(f"[authentication] {exc}") from None
     api = data.get("api", {})

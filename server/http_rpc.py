@@ -1,9 +1,9 @@
 """POST /api/: the same JSON-RPC methods over plain HTTP, for services.
 
-Authentication: `Authorization: Bearer <token>` or the `authenticationToken` cookie (the REST
-cookie xo-cli sends); without either the caller is anonymous (public methods only). A bad or
-expired token is 401 with a code 3 error. Unlike the WebSocket (which mirrors xo-server's
-silence), HTTP follows JSON-RPC 2.0 to the letter: batches are allowed, invalid JSON gets
+Authentication: `Authorization: Bearer <token>`, the `authenticationToken` cookie (the REST
+cookie xo-cli sends) or the `token` cookie (the web UI's); without any, the caller is anonymous
+(public methods only). A bad or expired token is 401 with a code 3 error. Unlike the WebSocket
+(which mirrors xo-server's silence), HTTP follows JSON-RPC 2.0 to the letter: batches are allowed, invalid JSON gets
 -32700 and invalid requests -32600 (id null), and a body of notifications only gets 204.
 """
 
@@ -30,7 +30,8 @@ def _bearer(request: web.Request) -> str | None:
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.cookies.get("authenticationToken") or None
+    # `token` is the web UI's cookie (server/signin.py); xo-server's REST API reads it too.
+    return request.cookies.get("authenticationToken") or request.cookies.get("token") or None
 
 
 async def handle_api_post(request: web.Request) -> web.StreamResponse:

@@ -24,6 +24,7 @@ from server.config import (
     ServerConfig,
     load_config,
     manifest_pool_config,
+    parse_mount,
     pool_id_for,
 )
 from server.gc_tuning import tune_for_server
@@ -40,6 +41,12 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         config = load_config(args.config) if args.config else ServerConfig(data_dir=Path("data"))
+        for mount in args.mount:
+            prefix, sep, directory = mount.partition("=")
+            if not sep:
+                raise ConfigError(f"--mount {mount!r}: expected PREFIX=DIR")
+            prefix, path = parse_mount(prefix, directory, Path.cwd())
+            config.mounts[prefix] = path
     except ConfigError as exc:
         print(f"xo-migrate: {exc}", file=sys.stderr)
         return 2
@@ -76,6 +83,8 @@ async def serve(config: ServerConfig, *, embedded_lab: bool) -> None:
         log.info("event=listening url=%s data_dir=%s", url, config.data_dir)
         print(f"xo-migrate is listening on {url} (WebSocket {url.replace('http', 'ws', 1)}/api/)")
         print(f"connect with: xo-cli register {url} admin@admin.net admin")
+        for prefix in config.mounts:
+            print(f"web UI: {url}{prefix} (admin@admin.net / admin)")
         for line in examples:
             print(line)
         sys.stdout.flush()

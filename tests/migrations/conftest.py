@@ -70,10 +70,15 @@ def migration_settings() -> MigrationSettings:
 
 
 @contextlib.asynccontextmanager
-async def lab_on(sim: Simulator, tmp_path: Path, settings: MigrationSettings) -> AsyncIterator[Lab]:
-    """The server on `sim`'s pools, with a signed-in client, once every pool is connected."""
-    config = make_config(tmp_path, pools=pool_configs(sim.manifest()), migration=settings)
-    async with running_server(config) as srv:
+async def lab_on(
+    sim: Simulator, tmp_path: Path, settings: MigrationSettings, **config: Any
+) -> AsyncIterator[Lab]:
+    """The server on `sim`'s pools, with a signed-in client, once every pool is connected;
+    `config` sets other ServerConfig fields (e.g. `mounts`)."""
+    server_config = make_config(
+        tmp_path, pools=pool_configs(sim.manifest()), migration=settings, **config
+    )
+    async with running_server(server_config) as srv:
         client = await XoClient.connect(srv.ws_url)
         await client.sign_in()
         lab = Lab(sim, srv, client)

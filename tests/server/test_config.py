@@ -10,6 +10,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from server.config import ConfigError, load_config, parse_config
@@ -25,6 +26,39 @@ def test_example_config_parses_to_the_defaults() -> None:
     assert cfg.auth.default_token_validity_ms == 30 * 86400e3
     assert cfg.auth.throttling_delay_s == 2.0
     assert cfg.pools == []
+    assert cfg.mounts == {}
+    assert cfg.signin.session_cookie_validity_ms == 10 * 3600e3
+    assert cfg.signin.permanent_cookie_validity_ms == 30 * 86400e3
+
+
+def test_mounts_and_web_sign_in_validities(tmp_path: Path) -> None:
+    (tmp_path / "ui").mkdir()
+    (tmp_path / "other").mkdir()
+    text = f"""
+[http.mounts]
+"/" = "ui"
+"/v5/" = "{tmp_path / "other"}"
+[authentication]
+session_cookie_validity = "1 hour"
+permanent_cookie_validity = "7 days"
+"""
+    cfg = parse_config(tomllib.loads(text), tmp_path)
+    assert cfg.mounts == {"/": tmp_path / "ui", "/v5": tmp_path / "other"}  # relative to the file
+    assert cfg.signin.session_cookie_validity_ms == 3600e3
+    assert cfg.signin.permanent_cookie_validity_ms == 7 * 86400e3
+    for bad in (
+        {"http": {"mounts": {"ui": "ui"}}},  # not a URL prefix
+        {"http": {"mounts": {"//x": "ui"}}},
+        {"http": {"mounts": {"/a/../b": "ui"}}},
+        {"http": {"mounts": {"/": "missing"}}},  # not a directory
+        {"http": {"mounts": {"/": 3}}},
+        {"http": {"mounts": "ui"}},
+        {"authentication": {"session_cookie_validity": "10 s"}},  # under token.create's minimum
+        {"authentication": {"permanent_cookie_validity": "1 year"}},  # over max_token_validity
+        {"authentication": {"session_cookie_validity": "later"}},
+    ):
+        with pytest.raises(ConfigError):
+            parse_config(bad, tmp_path)
 
 
 def test_pools_and_strictness(tmp_path: Path) -> None:
@@ -64,6 +98,9 @@ async def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
     port = _free_port()
     config = tmp_path / "xo.toml"
     config.write_text(f'data_dir = "{tmp_path / "data"}"\n[http]\nport = {port}\n')
+    ui = tmp_path / "ui"
+    ui.mkdir()
+    (ui / "favicon.ico").write_bytes(b"icon")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -71,7 +108,9 @@ async def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
         "serve",
         "--config",
         str(config),
-        cwd=ROOT,
+        "--mount",
+        "/ui=ui",  # relative to the working directory
+        cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -82,6 +121,14 @@ async def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
             line = await asyncio.wait_for(proc.stdout.readline(), 20)  # type: ignore[union-attr]
             assert line, "server exited early"
         assert f"xo-cli register http://127.0.0.1:{port} admin@admin.net admin".encode() in line
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)  # type: ignore[union-attr]
+        assert f"web UI: http://127.0.0.1:{port}/ui".encode() in line
+        async with aiohttp.ClientSession() as session:
+            base = f"http://127.0.0.1:{port}"
+            async with session.get(f"{base}/ui/favicon.ico") as resp:
+                assert resp.status == 200 and await resp.read() == b"icon"
+            async with session.get(f"{base}/ui/", allow_redirects=False) as resp:
+                assert (resp.status, resp.headers["Location"]) == (302, "/signin")
         client = await XoClient.connect(f"ws://127.0.0.1:{port}/api/")
         assert (await client.sign_in())["email"] == "admin@admin.net"
         token = await client.call("token.create")
