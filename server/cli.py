@@ -14,6 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--config", help="TOML config file (default: embedded simulated lab)")
     serve.add_argument("--host", help="listen address (overrides the config)")
     serve.add_argument("--port", type=int, help="listen port (overrides the config)")
+    serve.add_argument(
+        "--seed", type=int, help="embedded lab only: the same uuids and refs at every start"
+    )
 
     sim = sub.add_parser("sim", help="run the XAPI simulator on loopback addresses")
     sim.add_argument("--lab", help="lab TOML file (default: the shipped lab)")
@@ -25,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         default=None,
         help="serve TLS with a self-signed certificate per host (as real hosts on 443)",
+    )
+    sim.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="the same uuids and refs at every start (overrides the lab's [server] seed)",
     )
 
     args = parser.parse_args(argv)
