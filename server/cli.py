@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
         help="serve DIR under the URL PREFIX, e.g. /=../shared/xo-web/dist for Xen Orchestra's "
         "web UI (added to the config's [http.mounts]; repeatable)",
     )
+    serve.add_argument(
+        "--seed", type=int, help="embedded lab only: the same uuids and refs at every start"
+    )
 
     sim = sub.add_parser("sim", help="run the XAPI simulator on loopback addresses")
     sim.add_argument("--lab", help="lab TOML file (default: the shipped lab)")
@@ -33,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         default=None,
         help="serve TLS with a self-signed certificate per host (as real hosts on 443)",
+    )
+    sim.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="the same uuids and refs at every start (overrides the lab's [server] seed)",
     )
 
     args = parser.parse_args(argv)

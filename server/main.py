@@ -56,13 +56,13 @@ def run(args: argparse.Namespace) -> int:
         config.port = args.port
     tune_for_server()
     try:
-        asyncio.run(serve(config, embedded_lab=not args.config))
+        asyncio.run(serve(config, embedded_lab=not args.config, seed=getattr(args, "seed", None)))
     except KeyboardInterrupt:
         pass
     return 0
 
 
-async def serve(config: ServerConfig, *, embedded_lab: bool) -> None:
+async def serve(config: ServerConfig, *, embedded_lab: bool, seed: int | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -71,7 +71,7 @@ async def serve(config: ServerConfig, *, embedded_lab: bool) -> None:
     async with contextlib.AsyncExitStack() as stack:
         examples: list[str] = []
         if embedded_lab:
-            config.pools, examples = await _start_embedded_lab(stack)
+            config.pools, examples = await _start_embedded_lab(stack, seed)
         app = build_app(config)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
@@ -93,20 +93,20 @@ async def serve(config: ServerConfig, *, embedded_lab: bool) -> None:
 
 
 async def _start_embedded_lab(
-    stack: contextlib.AsyncExitStack,
+    stack: contextlib.AsyncExitStack, seed: int | None = None
 ) -> tuple[list[PoolConfig], list[str]]:
     """The shipped lab in-process; returns its pools and a few commands to try on it (the
-    lab's uuids change at every start, so the README cannot give them)."""
+    lab's uuids change at every start unless `seed` or the lab's [server] seed is set)."""
     from xen.sim import Simulator, load_lab
     from xen.sim.main import DEFAULT_PORT
 
-    sim: Any = Simulator(load_lab(), port=DEFAULT_PORT)
+    sim: Any = Simulator(load_lab(), port=DEFAULT_PORT, seed=seed)
     try:
         await sim.start()
     except OSError:
         # Another simulator holds the usual port: any free port does, pools are found by id.
         await sim.stop()
-        sim = Simulator(load_lab(), port=0)
+        sim = Simulator(load_lab(), port=0, seed=seed)
         await sim.start()
     stack.push_async_callback(sim.stop)
     pools = [

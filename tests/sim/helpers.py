@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import json
 import xmlrpc.client
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -84,3 +88,23 @@ async def raw_login(url: str) -> str:
     reply = await raw_call(url, "session.login_with_password", USER, PASSWORD)
     assert reply["Status"] == "Success", reply
     return reply["Value"]
+
+
+@contextlib.asynccontextmanager
+async def cli_sim(manifest: Path, **options: Any) -> AsyncIterator[dict[str, Any]]:
+    """`xo-migrate sim --manifest <manifest> ...` running in-process: its manifest, then stop."""
+    from xen.sim.main import serve
+
+    args = {"lab": None, "port": 0, "time_scale": 0.01, "https": None, "seed": None, **options}
+    stop = asyncio.Event()
+    server = asyncio.ensure_future(serve(argparse.Namespace(manifest=str(manifest), **args), stop))
+    try:
+        for _ in range(200):
+            if server.done() or await asyncio.to_thread(manifest.exists):
+                break
+            await asyncio.sleep(0.02)
+        doc: dict[str, Any] = json.loads(await asyncio.to_thread(manifest.read_text))
+        yield doc
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, 5)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import ssl
 import xmlrpc.client
 from pathlib import Path
@@ -13,9 +11,9 @@ import pytest
 import XenAPI
 
 from tests.conftest import SIM_TIME_SCALE
+from tests.sim.helpers import cli_sim
 from xen.sim import Simulator
 from xen.sim.lab import DEFAULT_LAB, LabError, parse_lab
-from xen.sim.main import serve
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -97,18 +95,6 @@ async def test_plain_http_host_still_has_a_certificate(sim: Simulator) -> None:
 
 
 async def test_cli_https_writes_https_manifest(tmp_path: Path) -> None:
-    out = tmp_path / "manifest.json"
-    stop = asyncio.Event()
-    args = argparse.Namespace(lab=None, port=0, manifest=str(out), time_scale=0.01, https=True)
-    server = asyncio.ensure_future(serve(args, stop))
-    try:
-        for _ in range(200):
-            if out.exists():
-                break
-            await asyncio.sleep(0.02)
-        manifest = json.loads(out.read_text())
+    async with cli_sim(tmp_path / "manifest.json", https=True) as manifest:
         assert all(p["master"].startswith("https://") for p in manifest["pools"])
         assert all(is_file(p["ca_file"]) for p in manifest["pools"])
-    finally:
-        stop.set()
-        await asyncio.wait_for(server, 5)

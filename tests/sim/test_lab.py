@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.sim.helpers import master_url, xenapi
+from tests.sim.helpers import cli_sim, master_url, xenapi
 from xen.sim import Simulator, generate_lab, load_lab
 from xen.sim.lab import GIB, LabError, parse_lab
-from xen.sim.main import serve
 
 
 def test_default_lab_shape() -> None:
@@ -108,6 +105,12 @@ def test_pool_by_address(sim: Simulator) -> None:
         ({"pools": [{"name": "P", "hosts": [{"name": "h", "address": "127.0.9.1"}],
                      "networks": [{"name": "n", "management": True}],
                      "vms": [{"name": "v", "disks": [{"sr": "nope"}]}]}]}, "unknown SR"),
+        ({"pools": [{"name": "P", "hosts": [{"name": "h", "address": "127.0.9.1"}],
+                     "networks": [{"name": "n", "management": True}],
+                     "vms": [{"name": "v", "secure_boot": True}]}]}, "needs firmware"),
+        ({"pools": [{"name": "P", "hosts": [{"name": "h", "address": "127.0.9.1",
+                                             "updates": [{"name": "x"}]}],
+                     "networks": [{"name": "n", "management": True}]}]}, "each update needs"),
     ],
 )  # fmt: skip
 def test_lab_errors(doc: dict[str, Any], message: str) -> None:
@@ -130,15 +133,5 @@ async def test_generated_lab_loads_and_syncs() -> None:
 
 
 async def test_cli_serve_writes_manifest(tmp_path: Path) -> None:
-    out = tmp_path / "manifest.json"
-    stop = asyncio.Event()
-    args = argparse.Namespace(lab=None, port=0, manifest=str(out), time_scale=0.01)
-    server = asyncio.ensure_future(serve(args, stop))
-    for _ in range(100):
-        if out.exists():
-            break
-        await asyncio.sleep(0.02)
-    manifest = json.loads(out.read_text())
-    assert manifest["pools"][0]["master"].startswith("http://127.0.1.1:")
-    stop.set()
-    await asyncio.wait_for(server, 5)
+    async with cli_sim(tmp_path / "manifest.json") as manifest:
+        assert manifest["pools"][0]["master"].startswith("http://127.0.1.1:")

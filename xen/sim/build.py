@@ -8,10 +8,13 @@ that change VM state (migration) to keep derived fields consistent.
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
-from xen.sim.db import NULL_REF, Database, new_uuid, now
-from xen.sim.lab import GIB, MIB, CpuSpec, Lab, PoolSpec, VmSpec
+from xen.sim import cpuid, secureboot
+from xen.sim.consoles import open_consoles
+from xen.sim.db import NULL_REF, Database, now
+from xen.sim.lab import GIB, MIB, CpuSpec, HostSpec, Lab, NetworkSpec, PoolSpec, VmSpec
 
 HOST_ALLOWED_OPS = [
     "provision",
@@ -90,9 +93,25 @@ def refresh_host_memory(db: Database, host_ref: str) -> None:
     db.update("host_metrics", metrics, memory_free=max(0, total - used), last_updated=now())
 
 
+# XCP-ng's licence daemon grants everything and never expires; XAPI's licensing code takes
+# "never" to be 2030-01-01 (v6d: "define never as 01-01-2030").
+LICENSE_EXPIRY = "20300101T00:00:00Z"
+HOST_UPTIME_S = 7 * 86400  # hosts of a fresh lab booted a week ago ...
+AGENT_START_DELAY_S = 90  # ... and their toolstack started this long after boot
+
+# PIF_metrics of the lab's NICs (what lspci names on a real host), by link speed.
+NICS = {
+    10000: ("8086", "Intel Corporation", "1572", "Ethernet Controller X710 for 10GbE SFP+"),
+    1000: ("8086", "Intel Corporation", "1521", "I350 Gigabit Network Connection"),
+}
+
+
 def _mac(*parts: str) -> str:
     digest = hashlib.sha1("/".join(parts).encode()).digest()
     return "aa:" + ":".join(f"{b:02x}" for b in digest[:5])
+
+
+CPU_FLAGS = "fpu de tsc msr pae mce cx8 apic sep mca cmov pat clflush mmx fxsr sse sse2"
 
 
 def cpu_info(cpu: CpuSpec, count: int) -> dict[str, str]:
@@ -105,7 +124,7 @@ def cpu_info(cpu: CpuSpec, count: int) -> dict[str, str]:
         "family": cpu.family,
         "model": cpu.model,
         "stepping": "8",
-        "flags": "fpu de tsc msr pae mce cx8 apic sep mca cmov pat clflush mmx fxsr sse sse2",
+        "flags": CPU_FLAGS,
         "features": cpu.features,
         "features_pv": cpu.features,
         "features_hvm": cpu.features,
@@ -125,12 +144,17 @@ class PoolBuilder:
         self.iso_vdis: dict[str, str] = {}
         self.vms: dict[str, str] = {}
         self._domid = 0
+        self._booted = int(time.time()) - HOST_UPTIME_S
+        self._pool_cpu: dict[str, str] = {}
 
     def build(self) -> Database:
         db = self.db
         for h in self.spec.hosts:
             self._host(h.name)
         master = self.hosts[self.spec.master.name]
+        self._pool_cpu = cpuid.pool_cpu_info(
+            db.get("host", h)["cpu_info"] for h in self.hosts.values()
+        )
         for sr in self.spec.srs:
             self._sr(sr.name)
         for net in self.spec.networks:
@@ -143,7 +167,7 @@ class PoolBuilder:
             suspend_image_SR=self.srs.get(self.spec.default_sr, NULL_REF),
             crash_dump_SR=self.srs.get(self.spec.default_sr, NULL_REF),
             other_config=dict(self.spec.other_config),
-            cpu_info=cpu_info(self.lab.cpus[self.spec.master.cpu], self.spec.master.cpu_count),
+            cpu_info=dict(self._pool_cpu),
             restrictions={"restrict_xen_motion": "false", "restrict_storage_xen_motion": "false"},
             migration_compression=False,
             tls_verification_enabled=True,
@@ -159,13 +183,18 @@ class PoolBuilder:
     def _host(self, name: str) -> None:
         db = self.db
         h = next(x for x in self.spec.hosts if x.name == name)
+        index = self.spec.hosts.index(h)
         cpu = self.lab.cpus[h.cpu]
         total = int(h.memory_gib * GIB)
+        uuid = db.ids.uuid()
+        iqn = f"iqn.2024-01.com.example:{uuid[:8]}"  # XAPI's first-boot default shape
+        booted = self._booted + index * 60
         metrics = db.create(
             "host_metrics", memory_total=total, memory_free=total, live=h.live, last_updated=now()
         )
         ref = db.create(
             "host",
+            uuid=uuid,
             name_label=h.name,
             name_description=f"Simulated host {h.name}",
             hostname=h.name,
@@ -191,10 +220,17 @@ class PoolBuilder:
             allowed_operations=list(HOST_ALLOWED_OPS),
             edition="xcp-ng",
             sched_policy="credit",
-            license_params={"sku_type": "free"},
-            other_config={"agent_start_time": "1700000000."},
+            license_params={"sku_type": "free", "expiry": LICENSE_EXPIRY},
+            iscsi_iqn=iqn,
+            # Times as XAPI writes them (OCaml string_of_float: "1700000000.").
+            other_config={
+                "agent_start_time": f"{booted + AGENT_START_DELAY_S}.",
+                "boot_time": f"{booted}.",
+                "iscsi_iqn": iqn,
+            },
         )
         self.hosts[name] = ref
+        self._host_cpus(ref, h, cpu)
         dom0_mem = int(h.dom0_memory_gib * GIB)
         dom0 = db.create(
             "VM",
@@ -214,7 +250,26 @@ class PoolBuilder:
             domain_type="pv",
         )
         self._finish_vm(dom0)
+        open_consoles(db, dom0, h.address, control_domain=True)
         db.update("host", ref, control_domain=dom0)
+
+    def _host_cpus(self, host: str, h: HostSpec, cpu: CpuSpec) -> None:
+        """One host_cpu record per logical CPU, as xapi makes at start (create_host_cpu)."""
+        for number in range(h.cpu_count):
+            self.db.create(
+                "host_cpu",
+                host=host,
+                number=number,
+                vendor=cpu.vendor,
+                speed=int(float(cpu.speed_mhz)),
+                modelname=cpu.model_name,
+                family=int(cpu.family),
+                model=int(cpu.model),
+                stepping="8",
+                flags=CPU_FLAGS,
+                features="",
+                utilisation=0.0,
+            )
 
     # -- storage ----------------------------------------------------------------------
 
@@ -281,7 +336,7 @@ class PoolBuilder:
         snapshot_of: str = NULL_REF,
     ) -> str:
         db = self.db
-        uuid = new_uuid()
+        uuid = db.ids.uuid()
         ref = db.create(
             "VDI",
             uuid=uuid,
@@ -333,6 +388,7 @@ class PoolBuilder:
             ip = h.address if n.management else n.ips.get(h.name, "")
             db.create(
                 "PIF",
+                metrics=self._pif_metrics(n, idx),
                 host=self.hosts[h.name],
                 network=ref,
                 device=n.device or f"eth{idx}",
@@ -351,6 +407,22 @@ class PoolBuilder:
                 DNS="",
             )
 
+    def _pif_metrics(self, n: NetworkSpec, idx: int) -> str:
+        """The NIC behind a physical PIF: link up, full duplex, its speed and PCI names."""
+        vendor_id, vendor, device_id, device = NICS.get(n.speed_mbit, NICS[10000])
+        return self.db.create(
+            "PIF_metrics",
+            carrier=True,
+            speed=n.speed_mbit,
+            duplex=True,
+            vendor_id=vendor_id,
+            vendor_name=vendor,
+            device_id=device_id,
+            device_name=device,
+            pci_bus_path=f"0000:{idx + 1:02x}:00.0",
+            last_updated=now(),
+        )
+
     # -- VMs --------------------------------------------------------------------------
 
     def _vm(self, v: VmSpec) -> None:
@@ -359,10 +431,8 @@ class PoolBuilder:
         host = self.hosts.get(v.host, NULL_REF)
         mem = int(v.memory_gib * GIB)
         mem_min = int((v.memory_min_gib if v.memory_min_gib is not None else v.memory_gib) * GIB)
-        boot_cpu_name = v.boot_cpu or (
-            next(h.cpu for h in self.spec.hosts if h.name == v.host) if v.host else "default"
-        )
-        boot_cpu = self.lab.cpus[boot_cpu_name]
+        # Booted in this pool: its levelled features; `boot_cpu`: booted with that profile's.
+        booted_with = cpu_info(self.lab.cpus[v.boot_cpu], 0) if v.boot_cpu else self._pool_cpu
         if running:
             self._domid += 1
         ref = db.create(
@@ -384,13 +454,22 @@ class PoolBuilder:
             VCPUs_at_startup=v.vcpus,
             domain_type="hvm",
             HVM_boot_policy="BIOS order",
-            HVM_boot_params={"order": "cd"},
-            platform={"timeoffset": "0", "device-model": "qemu-upstream-compat", **v.platform},
+            HVM_boot_params={
+                "order": "cd",
+                **({"firmware": "uefi"} if v.firmware == "uefi" else {}),
+            },
+            platform={
+                "timeoffset": "0",
+                "device-model": "qemu-upstream-compat",
+                **({"secureboot": "true"} if v.secure_boot else {}),
+                **v.platform,
+            },
+            NVRAM={secureboot.NVRAM_KEY: secureboot.efi_variables_blob(v.efi_vars)}
+            if v.efi_vars
+            else {},
             blocked_operations=dict(v.blocked_operations),
             other_config={"base_template_name": "Debian Bookworm 12", **v.other_config},
-            last_boot_CPU_flags={"vendor": boot_cpu.vendor, "features": boot_cpu.features}
-            if running
-            else {},
+            last_boot_CPU_flags=cpuid.boot_flags(booted_with, "hvm") if running else {},
             user_version=1,
             ha_restart_priority="",
             actions_after_shutdown="destroy",
@@ -421,6 +500,8 @@ class PoolBuilder:
             self._vif(ref, self.networks[net], str(i), mac, running)
         self._finish_vm(ref, pv_drivers=v.pv_drivers if v.pv_drivers is not None else running,
                         os=v.os)  # fmt: skip
+        if running:
+            open_consoles(db, ref, next(h.address for h in self.spec.hosts if h.name == v.host))
         for s_name in v.snapshots:
             self._snapshot(ref, v, s_name, disks, networks, macs)
 

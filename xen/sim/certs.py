@@ -114,6 +114,21 @@ class HostCertificates:
         return HostCertificate(address, pem, cert_file, key_file)
 
 
+def certificate_record(pem: str) -> dict[str, object]:
+    """A host's `Certificate` record for the certificate it serves, as xapi records it
+    (`Certificates.host_install`): type host, validity, SHA-256 fingerprint in upper-case
+    hex pairs joined by colons."""
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    digest = cert.fingerprint(hashes.SHA256()).hex().upper()
+    return {
+        "name": "",
+        "type": "host",
+        "not_before": cert.not_valid_before_utc.replace(microsecond=0),
+        "not_after": cert.not_valid_after_utc.replace(microsecond=0),
+        "fingerprint": ":".join(digest[i : i + 2] for i in range(0, len(digest), 2)),
+    }
+
+
 def _san(address: str) -> x509.GeneralName:
     try:
         return x509.IPAddress(ipaddress.ip_address(address))

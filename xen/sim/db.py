@@ -23,6 +23,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from xen.sim.ids import IdSource
+
 NULL_REF = "OpaqueRef:NULL"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -48,6 +50,8 @@ RELATIONS: tuple[tuple[str, str, str, str], ...] = (
     ("VTPM", "VM", "VM", "VTPMs"),
     ("console", "VM", "VM", "consoles"),
     ("crashdump", "VM", "VM", "crash_dumps"),
+    ("host_cpu", "host", "host", "host_CPUs"),
+    ("Certificate", "host", "host", "certificates"),
 )
 
 MAX_TOMBSTONES = 50_000
@@ -256,6 +260,8 @@ class Database:
     _tombstones: int = 0
     _uuid_index: dict[tuple[str, str], str] = field(default_factory=dict)
     _changed: asyncio.Event | None = None
+    # uuids and refs of new records: random, or the lab seed's stream (xen/sim/ids.py).
+    ids: IdSource = field(default_factory=IdSource)
 
     def __post_init__(self) -> None:
         self._relations_by_child: dict[tuple[str, str], tuple[str, str]] = {
@@ -313,7 +319,7 @@ class Database:
         unknown = set(values) - set(spec.fields)
         if unknown:
             raise ValueError(f"unknown {cls} fields: {sorted(unknown)}")
-        ref = ref or new_ref()
+        ref = ref or self.ids.ref()
         # Defaults are immutable scalars or flat, usually empty, containers: a shallow copy
         # of those is enough and far cheaper than deepcopy (10,000-VM labs).
         rec: dict[str, Any] = {
@@ -322,7 +328,7 @@ class Database:
         }
         rec.update(values)
         if "uuid" in spec.fields and not rec.get("uuid"):
-            rec["uuid"] = new_uuid()
+            rec["uuid"] = self.ids.uuid()
         self.table(cls)[ref] = rec
         if "uuid" in rec:
             self._uuid_index[(cls, rec["uuid"])] = ref

@@ -14,8 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from xen.sim import (  # noqa: F401 - they register their messages
     certs,
+    clock,
     events,
     migration,
+    plugins,
+    secureboot,
     sessions,
     tasks,
 )

@@ -18,9 +18,12 @@ GIB = 1024**3
 MIB = 1024**2
 DEFAULT_LAB = Path(__file__).with_name("default_lab.toml")
 
-# CPU feature masks (xapi.md 3.3 CPU check: a VM may move to a host whose features are a
+# CPU feature masks (xen/sim/cpuid.py: a live VM may move to a host whose features are a
 # superset of the ones it last booted with).
 FULL_FEATURES = "1fcbfbff-f7fa3223-2d93fbff-00000023-00000001-000007ab-00000000-00000000-00001000-ac000400-00000000-00000000"
+
+
+UPDATE_KEYS_NEEDED = frozenset({"name", "version", "release"})
 
 
 class LabError(ValueError):
@@ -55,6 +58,10 @@ class HostSpec:
     product_version: str = "8.3.0"
     platform_version: str = "3.4.0"
     api_version_minor: int = 21
+    # Packages the XCP-ng updater plugin reports as available (`host.call_plugin` updater.py
+    # check_update), each a table with the plugin's keys: name, version, release, description,
+    # changelog ({date, author, description} or absent), url, size, license.
+    updates: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -80,6 +87,7 @@ class NetworkSpec:
     management: bool = False  # PIF IP = host address
     ips: dict[str, str] = field(default_factory=dict)  # host name -> PIF IP (others)
     mtu: int = 1500
+    speed_mbit: int = 10000  # link speed of its NICs (PIF_metrics.speed)
 
 
 @dataclass(slots=True)
@@ -103,7 +111,16 @@ class VmSpec:
     template: bool = False
     pv_drivers: bool | None = None  # default: True for running VMs
     os: str = "Debian GNU/Linux 12"
-    boot_cpu: str = ""  # CPU profile it last booted on; default: its host's
+    # A running VM booted with its pool's levelled CPU features (the intersection of its
+    # hosts', xen/sim/cpuid.py), so it may move to any host of its pool. Naming a CPU profile
+    # here models a VM that booted with that profile's features instead: one that booted
+    # before a less capable host joined its pool, which that host refuses.
+    boot_cpu: str = ""
+    firmware: str = "bios"  # "bios" | "uefi" (HVM_boot_params firmware)
+    secure_boot: bool = False  # platform secureboot (UEFI only)
+    # Secure boot variables set in its NVRAM (PK, KEK, db, dbx): VM.get_secureboot_readiness
+    # says first_boot without any, setup_mode without PK, ready_no_dbx without dbx ...
+    efi_vars: list[str] = field(default_factory=list)
     blocked_operations: dict[str, str] = field(default_factory=dict)
     other_config: dict[str, str] = field(default_factory=dict)
     platform: dict[str, str] = field(default_factory=dict)
@@ -144,6 +161,8 @@ class Lab:
     event_batch_delay_s: float = 0.05
     source: str = "<generated>"
     https: bool = False  # [server] https: hosts serve TLS with self-signed certificates
+    # [server] seed: the same uuids and refs at every start (xen/sim/ids.py); None = random.
+    seed: int | None = None
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -171,16 +190,19 @@ def parse_lab(doc: dict[str, Any], source: str = "<dict>") -> Lab:
     batch = float(doc.pop("event_batch_delay_s", 0.05))
     server = dict(doc.pop("server", {}))
     https = server.pop("https", False)
+    seed = server.pop("seed", None)
     if server:
         raise LabError(f"server: unknown keys {sorted(server)}")
     if not isinstance(https, bool):
         raise LabError("server.https: must be true or false")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise LabError("server.seed: must be an integer")
     pools = []
     for i, raw in enumerate(doc.pop("pools", [])):
         pools.append(_parse_pool(dict(raw), creds, f"pools[{i}]"))
     if doc:
         raise LabError(f"{source}: unknown top-level keys {sorted(doc)}")
-    lab = Lab(pools, cpus, timing, faults, batch, source, https)
+    lab = Lab(pools, cpus, timing, faults, batch, source, https, seed)
     validate(lab)
     return lab
 
@@ -211,6 +233,11 @@ def validate(lab: Lab) -> None:
             addresses.add(h.address)
             if h.cpu not in lab.cpus:
                 raise LabError(f"host {h.name!r}: unknown cpu {h.cpu!r}")
+            for update in h.updates:
+                if not isinstance(update, dict) or not UPDATE_KEYS_NEEDED <= set(update):
+                    raise LabError(
+                        f"host {h.name!r}: each update needs {sorted(UPDATE_KEYS_NEEDED)}"
+                    )
         srs = {s.name: s for s in pool.srs}
         mirror_by_type: dict[str, bool] = {}
         for s in pool.srs:
@@ -230,6 +257,10 @@ def validate(lab: Lab) -> None:
                 raise LabError(f"VM {vm.name!r}: unknown host {vm.host!r}")
             if vm.boot_cpu and vm.boot_cpu not in lab.cpus:
                 raise LabError(f"VM {vm.name!r}: unknown boot_cpu {vm.boot_cpu!r}")
+            if vm.firmware not in ("bios", "uefi"):
+                raise LabError(f"VM {vm.name!r}: firmware must be 'bios' or 'uefi'")
+            if vm.secure_boot and vm.firmware != "uefi":
+                raise LabError(f"VM {vm.name!r}: secure_boot needs firmware = 'uefi'")
             for d in vm.disks:
                 if d.sr not in srs:
                     raise LabError(f"VM {vm.name!r}: unknown SR {d.sr!r}")

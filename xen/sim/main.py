@@ -19,7 +19,8 @@ DEFAULT_PORT = 4430
 
 def describe(sim: Simulator) -> str:
     m = sim.manifest()
-    lines = [f"XAPI simulator on port {m['port']} (time scale {sim.timing.time_scale})"]
+    seed = "" if sim.seed is None else f", seed {sim.seed}"
+    lines = [f"XAPI simulator on port {m['port']} (time scale {sim.timing.time_scale}{seed})"]
     for pool in m["pools"]:
         lines.append(
             f"  {pool['name']}: master {pool['master']} ({pool['username']} / {pool['password']})"
@@ -40,7 +41,9 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     port = args.port if args.port is not None else DEFAULT_PORT
     # --https forces TLS on; without it the lab file's [server] https decides.
     https = True if getattr(args, "https", None) else None
-    sim = Simulator(lab, port=port, time_scale=args.time_scale, https=https)
+    # --seed overrides the lab file's [server] seed; neither: random uuids and refs.
+    seed = getattr(args, "seed", None)
+    sim = Simulator(lab, port=port, time_scale=args.time_scale, https=https, seed=seed)
     await sim.start()
     try:
         if args.manifest:

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 from xen.sim.build import PoolBuilder
 from xen.sim.db import Database, XapiFailure
 from xen.sim.dispatch import Dispatcher, MethodTable
+from xen.sim.ids import IdSource
 from xen.sim.lab import Lab, PoolSpec
 from xen.sim.registry import Fault, Timing
+from xen.sim.rrd.activity import ActivityLog
 from xen.sim.sessions import SessionStore
 from xen.sim.tasks import COMPLETED_TASK_TIMEOUT_S, TaskRunner
 
@@ -28,7 +30,13 @@ log = logging.getLogger(__name__)
 
 class SimPool:
     def __init__(
-        self, sim: Simulator, lab: Lab, spec: PoolSpec, timing: Timing, table: MethodTable
+        self,
+        sim: Simulator,
+        lab: Lab,
+        spec: PoolSpec,
+        timing: Timing,
+        table: MethodTable,
+        seed: int | None = None,
     ) -> None:
         self.sim = sim
         self.spec = spec
@@ -36,11 +44,17 @@ class SimPool:
         self.timing = timing
         self.event_batch_delay_s = lab.event_batch_delay_s
         self.faults: list[Fault] = [f for f in lab.faults if f.pool in ("", spec.name)]
-        builder = PoolBuilder(lab, spec, Database(schema=table.schema))
+        ids = IdSource(seed, spec.name)  # one stream per pool: pools do not shift each other
+        builder = PoolBuilder(lab, spec, Database(schema=table.schema, ids=ids))
         self.db: Database = builder.build()
         self.ref = builder.pool_ref
         self.uuid: str = self.db.get("pool", self.ref)["uuid"]
         self.hosts: dict[str, str] = dict(builder.hosts)  # name -> ref
+        # Packages each host's updater plugin reports (host ref -> packages).
+        self.updates: dict[str, list[dict[str, Any]]] = {
+            builder.hosts[h.name]: [dict(u) for u in h.updates] for h in spec.hosts
+        }
+        self.activity = ActivityLog()  # migration traffic, for the hosts' stats
         self.sessions = SessionStore(self)
         self.tasks = TaskRunner(self)
         self.dispatcher = Dispatcher(self, table)

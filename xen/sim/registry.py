@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from xen.sim.db import NULL_REF, Database, XapiFailure
+from xen.sim.rrd.activity import ActivityLog
 
 __all__ = [
     "NULL_REF",
@@ -145,6 +146,8 @@ class PoolLike(Protocol):
     db: Database
     timing: Timing
     faults: list[Fault]
+    activity: ActivityLog  # network traffic of migrations, for the hosts' stats
+    updates: dict[str, list[dict[str, Any]]]  # host ref -> packages its updater reports
 
     # Read-only, so that a SimPool whose `sim` is the concrete Simulator still conforms.
     @property

@@ -4,6 +4,9 @@ All hosts share one port (as real hosts all use 443). One aiohttp request handle
 every listening socket and tells hosts apart by the local address a request arrived on.
 With `https` (argument, or the lab's `[server] https = true`) every host serves TLS with its
 own self-signed certificate (xen/sim/certs.py), as real hosts do, and URLs are https://.
+With a seed (argument, or the lab's `[server] seed`) uuids and refs repeat from run to run
+(xen/sim/ids.py). Besides XML-RPC and JSON-RPC, hosts serve their stats over HTTP GET
+(xen/sim/rrd/http.py); `/console` (the console stream) is not simulated.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import orjson
 from aiohttp import web
 
 from xen.sim import codec
-from xen.sim.certs import HostCertificates
+from xen.sim.certs import HostCertificates, certificate_record
 from xen.sim.db import XapiFailure, default_schema
 from xen.sim.dispatch import MethodTable
 from xen.sim.lab import Lab, load_lab
 from xen.sim.pool import SimPool
+from xen.sim.rrd import http as rrd_http
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +43,11 @@ class Simulator:
         time_scale: float | None = None,
         *,
         https: bool | None = None,
+        seed: int | None = None,
     ):
         self.lab = lab if lab is not None else load_lab()
         self.https = self.lab.https if https is None else https
+        self.seed = self.lab.seed if seed is None else seed
         self.certificates = HostCertificates()
         # TCP connections accepted per host address (TLS handshakes that fail included):
         # lets tests see how often a client tries, even when no XAPI call gets through.
@@ -53,7 +59,8 @@ class Simulator:
         self.port = 0
         self.table = MethodTable(default_schema())
         self._pools = [
-            SimPool(self, self.lab, spec, self.timing, self.table) for spec in self.lab.pools
+            SimPool(self, self.lab, spec, self.timing, self.table, self.seed)
+            for spec in self.lab.pools
         ]
         self._hosts = {
             address: (pool, ref)
@@ -108,6 +115,7 @@ class Simulator:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         sockets = self._bind_all()
+        self._record_certificates()
         for address, sock in sockets.items():
             self._listeners[address] = await self._create_server(address, sock)
         for pool in self._pools:
@@ -115,6 +123,18 @@ class Simulator:
         log.info(
             "event=sim_started port=%d hosts=%d scheme=%s", self.port, len(sockets), self.scheme
         )
+
+    def _record_certificates(self) -> None:
+        """Each host's `Certificate` record describes the certificate it serves over TLS
+        (host.certificates; xo-server shows their fingerprint and expiry)."""
+        for pool in self._pools:
+            db = pool.db
+            for ref, rec in db.iter_records("host"):
+                values = certificate_record(self.certificates.get(rec["address"]).pem)
+                if rec["certificates"]:  # started again: new certificates (stop() drops them)
+                    db.update("Certificate", rec["certificates"][0], **values)
+                else:
+                    db.create("Certificate", host=ref, **values)
 
     async def stop(self) -> None:
         for pool in self._pools:
@@ -231,6 +251,10 @@ class Simulator:
             return self._stats(request, pool)
         if request.method == "OPTIONS":
             return web.Response(headers={**CORS, "Access-Control-Allow-Headers": "*"})
+        if request.method == "GET" and request.path in rrd_http.PATHS:
+            return await rrd_http.handle(request, pool, host_ref)
+        if request.path == "/console":
+            return web.Response(status=501, text="console streams are not simulated\n")
         if request.method != "POST":
             return web.Response(text=f"XAPI simulator: {pool.name} host {address}\n")
         body = await request.read()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from xen.sim import cpuid
 from xen.sim.db import EPOCH, NULL_REF, Database
 from xen.sim.registry import PoolLike, XapiFailure
 
@@ -21,8 +22,6 @@ COPY_MSG = (
     "Copy mode is disallowed on intra pool storage migration, try efficient alternatives, "
     "for example, VM.copy/clone."
 )
-DIFFERENT_VENDOR = "VM last booted on a host which had a CPU from a different vendor."
-MISSING_FEATURES = "VM last booted on a CPU with features this host's CPU does not have."
 
 
 def flag(options: dict[str, Any], key: str) -> bool:
@@ -37,6 +36,8 @@ class Target:
     pool: PoolLike  # the destination pool (the source pool itself for intra-pool)
     host: str  # a host ref in that pool
     cross: bool
+    # The address migrate_receive gave (its PIF on the chosen network); "" for pool_migrate.
+    address: str = ""
 
 
 # -- checks, in XAPI's order -------------------------------------------------------------------
@@ -168,40 +169,10 @@ def check_srs_support_migration(
             raise XapiFailure("SR_DOES_NOT_SUPPORT_MIGRATION", sr, ";".join(DEST_SR_CAPS))
 
 
-def cpu_incompatibility(
-    host_cpu: dict[str, str], vm_flags: dict[str, str], domain_type: str = ""
-) -> str | None:
-    """Why a VM that last booted with `vm_flags` cannot run on a host with `host_cpu`."""
-    vendor = vm_flags.get("vendor", "")
-    if not vendor:
-        return None  # never booted: nothing to compare against
-    if host_cpu.get("vendor") and host_cpu["vendor"] != vendor:
-        return DIFFERENT_VENDOR
-    wanted = vm_flags.get("features", "")
-    key = "features_pv" if domain_type == "pv" else "features_hvm"
-    have = host_cpu.get(key) or host_cpu.get("features", "")
-    if wanted and not _features_cover(have, wanted):
-        return MISSING_FEATURES
-    return None
-
-
-def _features_cover(have: str, wanted: str) -> bool:
-    """Whether every feature in `wanted` is in `have`: XAPI's dash-separated hex words, or
-    (for hand-written labs) whitespace/comma separated flag names."""
-    try:
-        have_words = [int(w, 16) for w in have.strip().split("-") if w]
-        wanted_words = [int(w, 16) for w in wanted.strip().split("-") if w]
-    except ValueError:
-        names = set(have.replace(",", " ").split())
-        return set(wanted.replace(",", " ").split()) <= names
-    have_words += [0] * (len(wanted_words) - len(have_words))
-    return all(w & ~h == 0 for w, h in zip(wanted_words, have_words, strict=False))
-
-
 def check_cpu(host_db: Database, vm: str, rec: dict[str, Any], host: str) -> None:
     if rec["power_state"] == "Halted":
         return  # the CPUID check only guards a live domain
-    reason = cpu_incompatibility(
+    reason = cpuid.incompatibility(
         host_db.get("host", host)["cpu_info"], rec["last_boot_CPU_flags"], rec["domain_type"]
     )
     if reason is not None:

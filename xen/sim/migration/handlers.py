@@ -197,13 +197,13 @@ def resolve_target(ctx: CallContext, dest: dict[str, str]) -> Target:
     """Intra-pool iff dest["host"] is a host of the source pool; else reach the destination
     through the address its migrate_receive put in the map, and check its session there."""
     host = str(dest.get("host", ""))
-    if ctx.db.exists("host", host):
-        return Target(ctx.pool, host, cross=False)
     address = ""
     for key in ("xenops", "master", "SM"):
         address = urlsplit(str(dest.get(key, ""))).hostname or ""
         if address:
             break
+    if ctx.db.exists("host", host):
+        return Target(ctx.pool, host, cross=False, address=address)
     if not address or "session_id" not in dest or not host:
         raise XapiFailure("INTERNAL_ERROR", "Not_found")
     remote = ctx.pool.sim.pool_by_address(address)
@@ -213,7 +213,7 @@ def resolve_target(ctx: CallContext, dest: dict[str, str]) -> Target:
     if not remote.session_valid(session):
         raise XapiFailure("SESSION_INVALID", session)
     remote.db.get("host", host)
-    return Target(remote, host, cross=remote is not ctx.pool)
+    return Target(remote, host, cross=remote is not ctx.pool, address=address)
 
 
 def _reachable(pool: PoolLike) -> bool:

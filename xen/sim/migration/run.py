@@ -10,12 +10,15 @@ fault, cancel, the simulator stopping) rolls back what the phases created.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from xen.sim import timing as phases
 from xen.sim.build import refresh_host_memory, vm_allowed_operations
-from xen.sim.db import NULL_REF, Database, new_ref, new_uuid, now
+from xen.sim.consoles import move_consoles, open_consoles
+from xen.sim.db import NULL_REF, Database, now
 from xen.sim.migration.checks import (
     DiskMove,
     Target,
@@ -120,7 +123,7 @@ class Migration:
             ctx=ctx,
             vm=vm,
             op=op,
-            key=ctx.task or new_ref(),
+            key=ctx.task or db.ids.ref(),
             name=rec["name_label"],
             uuid=rec["uuid"],
             power_state=rec["power_state"],
@@ -223,11 +226,15 @@ class Migration:
     async def disk_phase(self) -> None:
         """Per VDI: set up (a new VDI appears in the destination SR), then copy its
         allocated bytes; progress is weighted by virtual size (xapi.md 6.1)."""
-        timing = self.timing
         total = sum(m.virtual_size for m in self.disks)
-        so_far = 0.0
         if not self.disks:
             self.inject("disks")
+        with self.traffic(phases.copy_rate(self.timing)) if self.disks else _nothing():
+            await self._copy_disks(total)
+
+    async def _copy_disks(self, total: int) -> None:
+        timing = self.timing
+        so_far = 0.0
         for index, move in enumerate(self.disks):
             self.ctx.check_cancelled()
             weight = move.virtual_size / total if total else 1 / len(self.disks)
@@ -258,9 +265,27 @@ class Migration:
         )
         self.ctx.set_cancellable(True)
         half = phases.MEMORY_PHASE_END / 2
-        await self.advance(seconds / 2, 0.0, half)
-        self.inject("memory")
-        await self.advance(seconds / 2, half, phases.MEMORY_PHASE_END)
+        with self.traffic(min(timing.link_rate, timing.mem_rate)):
+            await self.advance(seconds / 2, 0.0, half)
+            self.inject("memory")
+            await self.advance(seconds / 2, half, phases.MEMORY_PHASE_END)
+
+    # -- network traffic, for the hosts' stats ----------------------------------------------
+
+    @contextmanager
+    def traffic(self, rate: float) -> Iterator[None]:
+        """While a copy runs: the source host's NIC sends at `rate`, the destination's
+        receives (on the network migrate_receive chose; management for pool_migrate)."""
+        dst = self.dst
+        dst_device, network = _nic(dst.pool.db, dst.host, dst.address)
+        src_device = _nic_like(self.src_db, self.source_host, network, dst_device, dst.cross)
+        sending = self.ctx.pool.activity.begin(self.source_host, src_device, "tx", rate)
+        receiving = dst.pool.activity.begin(dst.host, dst_device, "rx", rate)
+        try:
+            yield
+        finally:
+            self.ctx.pool.activity.end(sending)
+            dst.pool.activity.end(receiving)
 
     async def switch_phase(self) -> None:
         """Stop-and-copy: the guest is paused for the last pages; no way back from here."""
@@ -293,9 +318,9 @@ class Migration:
             raise XapiFailure("SR_BACKEND_FAILURE_44", "", "There is insufficient space", "")
         src_rec = self.src_db.get("VDI", move.vdi)
         values = _portable(self.src_db, "VDI", src_rec)
-        location = new_uuid()
+        location = dst_db.ids.uuid()
         values.update(
-            uuid=new_uuid(),
+            uuid=dst_db.ids.uuid(),
             SR=move.sr,
             location=location,
             physical_utilisation=0,
@@ -360,7 +385,7 @@ class Migration:
         values = _portable(src_db, "VM", rec)
         values.update(power_state="Halted", domid=-1, snapshot_of=snapshot_of)
         if self.copy:
-            values["uuid"] = new_uuid()
+            values["uuid"] = dst_db.ids.uuid()
         if vm == self.vm:
             values["allowed_operations"] = []
             values["current_operations"] = {self.key: "import"}
@@ -369,7 +394,7 @@ class Migration:
         for cls, name in (("VM_metrics", "metrics"), ("VM_guest_metrics", "guest_metrics")):
             if src_db.exists(cls, rec[name]):
                 copy = _portable(src_db, cls, src_db.get(cls, rec[name]))
-                copy["uuid"] = new_uuid()
+                copy["uuid"] = dst_db.ids.uuid()
                 ref = dst_db.create(cls, **copy)
                 self.created.append((dst_db, cls, ref))
                 dst_db.update("VM", new, **{name: ref})
@@ -378,7 +403,7 @@ class Migration:
             values = _portable(src_db, "VBD", vbd_rec)
             vdi = remap.get(vbd_rec["VDI"], NULL_REF)
             values.update(
-                uuid=new_uuid(),
+                uuid=dst_db.ids.uuid(),
                 VM=new,
                 VDI=vdi,
                 empty=vdi == NULL_REF,
@@ -389,7 +414,7 @@ class Migration:
         for vif in rec["VIFs"]:
             values = _portable(src_db, "VIF", src_db.get("VIF", vif))
             values.update(
-                uuid=new_uuid(),
+                uuid=dst_db.ids.uuid(),
                 VM=new,
                 network=self.networks.get(vif, NULL_REF),
                 currently_attached=False,
@@ -433,6 +458,7 @@ class Migration:
         old_host = rec["resident_on"]
         if self.running:
             db.update("VM", vm, resident_on=host, domid=_next_domid(db))
+            move_consoles(db, vm, db.get("host", host)["address"])
             self._settle_memory(old_host)
         db.update("VM", vm, scheduled_to_be_resident_on=NULL_REF)
         self.scheduled = False
@@ -472,6 +498,7 @@ class Migration:
                     dst_db.update("VBD", vbd, currently_attached=True)
             for vif in remote_rec["VIFs"]:
                 dst_db.update("VIF", vif, currently_attached=True)
+            open_consoles(dst_db, remote, dst_db.get("host", host)["address"])
         self._clear_host_op()
         self.created.clear()
         old_host = src_rec["resident_on"]
@@ -544,6 +571,31 @@ class Migration:
             self.key,
             code,
         )
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _nic(db: Database, host: str, address: str) -> tuple[str, str]:
+    """(device, network) of the host's PIF with `address`, else of its management PIF."""
+    pifs = [db.get("PIF", p) for p in db.get("host", host)["PIFs"]]
+    pif = next((p for p in pifs if address and p["IP"] == address), None)
+    pif = pif or next((p for p in pifs if p["management"]), None)
+    return (str(pif["device"]), str(pif["network"])) if pif else ("eth0", NULL_REF)
+
+
+def _nic_like(db: Database, host: str, network: str, device: str, cross: bool) -> str:
+    """The sending NIC: on the same network within a pool, the same device across pools
+    (else the management one)."""
+    if not db.exists("host", host):
+        return device
+    pifs = [db.get("PIF", p) for p in db.get("host", host)["PIFs"]]
+    same = next((p for p in pifs if (p["device"] == device if cross else p["network"] == network)),
+                None)  # fmt: skip
+    same = same or next((p for p in pifs if p["management"]), None)
+    return str(same["device"]) if same else device
 
 
 def _next_domid(db: Database) -> int:
