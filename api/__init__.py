@@ -46,6 +46,16 @@ NAMESPACES: tuple[str, ...] = (
     "schedule",
     "tag",
     "sr",
+    # What xo-web's pages ask, with xo-server's answers (XAPI's where it has the data):
+    "host",
+    "pool",
+    "vif",
+    "ip_pool",
+    "group",
+    "role",
+    "plugin",
+    "metadata_backup",
+    "mirror_backup",
 )
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]

@@ -31,8 +31,11 @@ only awaits it.
 
 Permissions: `PUBLIC` (None, no sign-in; xo-server `permission = null`), `SIGNED_IN` (any
 signed-in user; xo-server leaves `permission` undefined), or a level: "read" < "write" <
-"admin". `resolve` maps a key of `call.objects` to `(param name, XO type or types)`; the
-dispatcher answers `no such <type> <id>` (code 1) when the object is missing.
+"admin". `resolve` maps a key of `call.objects` to `(param name, XO type or types)` or
+`(param name, types, permission on the object)`: "administrate" when not given, as in
+xo-server ("view", "operate", or None for no check). The dispatcher answers
+`no such <type> <id>` (code 1) when the object is missing; a non-admin, who holds no right on
+any object without ACLs, gets code 2 naming the first object checked and its permission.
 """
 
 from __future__ import annotations
@@ -60,6 +63,19 @@ PERMISSION_LEVELS = {"none": 0, "read": 1, "write": 2, "admin": 3}
 OPTIONAL: Any = None
 
 
+class _JsonNull:
+    """A handler's way to answer `null`: returning None answers `true`, as xo-server turns an
+    undefined result into `true`, while a method returning JavaScript `null` answers null."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NULL"
+
+
+NULL: Any = _JsonNull()
+
+
 class XoParams(BaseModel):
     """Base of every params model: xo-server's Ajv rules (no coercion, no extra keys, no '')."""
 
@@ -71,7 +87,11 @@ class NoParams(XoParams):
 
 
 Handler = Callable[..., Any]
-ResolveSpec = Mapping[str, tuple[str, str | tuple[str, ...]]]
+ObjectTypes = str | tuple[str, ...]
+ResolveSpec = Mapping[
+    str, tuple[str, ObjectTypes] | tuple[str, ObjectTypes, str | None]
+]  # key -> (param, types[, permission on the object, default "administrate"])
+DEFAULT_OBJECT_PERMISSION = "administrate"
 
 
 @dataclass(slots=True)

@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from api.registry import Call, Method, XoParams
-from xen.errors import PoolUnavailable
+from api.xapi_call import connection_of
 
 
 class TaskParams(XoParams):
     id: str
 
 
-def _connection(call: Call, task: dict[str, Any]) -> Any:
-    pools = call.state.pools
-    conn = pools.connection_for_pool(task["$pool"]) if pools is not None else None
-    if conn is None:
-        raise PoolUnavailable(task["$pool"], "not connected")
-    return conn
-
-
 async def cancel(call: Call, params: TaskParams) -> None:
     task = call.objects["task"]
-    await _connection(call, task).call("task.cancel", task["_xapiRef"])
+    await connection_of(call, task).call("task.cancel", task["_xapiRef"])
 
 
 async def destroy(call: Call, params: TaskParams) -> None:
     task = call.objects["task"]
-    await _connection(call, task).call("task.destroy", task["_xapiRef"])
+    await connection_of(call, task).call("task.destroy", task["_xapiRef"])
 
 
 METHODS = [

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from api.registry import OPTIONAL, Call, Method, XoParams
 from server.users import revoke_tokens
 
@@ -53,6 +55,21 @@ async def delete_own(call: Call, params: DeleteParams) -> None:
     )
 
 
+class SetParams(XoParams):
+    # xo-server: `{type: ['null', 'string'], minLength: 0}`; null removes the description.
+    model_config = XoParams.model_config | {"str_min_length": 0}
+    description: str | None = OPTIONAL
+    id: str = Field(min_length=1)
+
+
+def set_(call: Call, params: SetParams) -> None:
+    assert call.user is not None
+    auth = call.state.auth
+    rec = auth.token_of(call.user.id, params.id)
+    if "description" in params.model_fields_set:  # absent: unchanged; null: removed
+        auth.set_token_description(rec, params.description)
+
+
 METHODS = [
     Method("token.create", create, CreateParams, description="create a new authentication token"),
     Method(
@@ -61,6 +78,12 @@ METHODS = [
         DeleteParams,
         "admin",
         description="delete authentication tokens, by token or by record pattern",
+    ),
+    Method(
+        "token.set",
+        set_,
+        SetParams,
+        description="changes the properties of an existing token",
     ),
     Method(
         "token.deleteOwn",

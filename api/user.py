@@ -41,8 +41,9 @@ def get_all(call: Call, params: XoParams) -> list[dict[str, Any]]:
 
 
 def get_authentication_tokens(call: Call, params: XoParams) -> list[dict[str, Any]]:
-    """The caller's live tokens in xo-server's record shape, minus `id`: xo-server's id is the
-    token itself, which is never stored here (only its hash) and never shown."""
+    """The caller's live tokens in xo-server's record shape. xo-server's `id` is the token
+    itself, which is never stored here (only its hash): `id` is the record's public id, which
+    token.delete, token.deleteOwn and token.set take as xo-web sends it."""
     assert call.user is not None
     out = []
     for rec in call.state.db.tokens_of(call.user.id):
@@ -55,6 +56,7 @@ def get_authentication_tokens(call: Call, params: XoParams) -> list[dict[str, An
         token["created_at"] = public["created_at"]
         if rec.description is not None:
             token["description"] = rec.description
+        token["id"] = public["id"]
         token["user_id"] = rec.user_id
         token["expiration"] = public["expiration"]
         if rec.last_uses:

@@ -1,17 +1,32 @@
-"""vm.*: migrating VMs, with xo-server's `vm.migrate` contract and the 2014 `vm.migrate_pool`.
+"""vm.*: migrating VMs, with xo-server's `vm.migrate` contract and the 2014 `vm.migrate_pool`,
+and what xo-web's VM pages ask (xo-server api/vm.mjs).
 
-Both run the migration as a background task owned by the migration service
+Both migrations run as a background task owned by the migration service
 (server/migrations/service.py) and only await it: a client that disconnects does not stop the
 migration, and `migration.getAll` shows it. The result is `true` once the VM has moved.
+
+- `vm.stats {id, granularity?}`: xen/stats.py, from the host that runs the VM; a halted VM or a
+  snapshot fails as in xo-server ("VM <id> is halted or host could not be found.").
+- `vm.getSecurebootReadiness {id, forceRefresh}`: XAPI's `VM.get_secureboot_readiness`
+  (`not_supported`, `disabled`, `first_boot`, `setup_mode`, `certs_incomplete`,
+  `ready_no_dbx`, `ready`), reused for 30 s unless `forceRefresh`.
+- `vm.getHaValues`: the values of a VM's high availability setting.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from api.registry import OPTIONAL, Call, Method, XoParams
+from api.xapi_call import connection_of
 from server.migrations.plan import MigrationRequest
 from server.migrations.service import MigrationService
+from xen.stats import object_stats
+
+SECUREBOOT_MEMO_S = 30.0
+HA_VALUES = ["best-effort", "restart", ""]
 
 
 class MigrateParams(XoParams):
@@ -82,6 +97,42 @@ async def migrate_pool(call: Call, params: MigratePoolParams) -> None:
     await run_and_wait(call, params.request())
 
 
+class StatsParams(XoParams):
+    id: str
+    granularity: str = OPTIONAL
+
+
+class VmHaltedError(Exception):
+    """A plain error, as xo-server throws it: admins read the message."""
+
+
+async def stats(call: Call, params: StatsParams) -> dict[str, Any]:
+    vm = call.objects["vm"]
+    host = call.state.store.get(vm.get("$container") or "")
+    if host is None or host["type"] != "host":  # not resident on a host
+        raise VmHaltedError(f"VM {vm['uuid']} is halted or host could not be found.")
+    return await object_stats(connection_of(call, vm), host, vm["uuid"], params.granularity)
+
+
+class SecureBootParams(XoParams):
+    id: str
+    forceRefresh: bool = False
+
+
+async def get_secureboot_readiness(call: Call, params: SecureBootParams) -> Any:
+    vm = call.objects["vm"]
+    return await connection_of(call, vm).call_cached(
+        SECUREBOOT_MEMO_S,
+        "VM.get_secureboot_readiness",
+        vm["_xapiRef"],
+        refresh=params.forceRefresh,
+    )
+
+
+def get_ha_values(call: Call, params: XoParams) -> list[str]:
+    return list(HA_VALUES)
+
+
 MIGRATE_RESOLVE = {
     "vm": ("vm", "VM"),
     "host": ("targetHost", "host"),
@@ -89,6 +140,20 @@ MIGRATE_RESOLVE = {
 }
 
 METHODS = [
+    Method(
+        "vm.stats",
+        stats,
+        StatsParams,
+        resolve={"vm": ("id", ("VM", "VM-snapshot"), "view")},
+        description="returns statistics about the VM",
+    ),
+    Method(
+        "vm.getSecurebootReadiness",
+        get_secureboot_readiness,
+        SecureBootParams,
+        resolve={"vm": ("id", "VM", "view")},
+    ),
+    Method("vm.getHaValues", get_ha_values),
     Method("vm.migrate", migrate, MigrateParams, resolve=MIGRATE_RESOLVE),
     Method(
         "vm.migrate_pool",

@@ -30,7 +30,7 @@ from typing import Any
 from server import errors
 from server.db import Database, TokenRecord, User
 from server.duration import parse_duration_ms
-from server.matching import matches
+from server.matching import value_matches
 
 log = logging.getLogger("xo_migrate.auth")
 
@@ -220,6 +220,18 @@ class Authenticator:
         digest = hmac.new(self._secret, msg, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
+    def token_of(self, user_id: str, token_id: str) -> TokenRecord:
+        """One of `user_id`'s live tokens, by token or public id; `no such
+        authenticationToken <id>` (code 1) when it has none such."""
+        identity = {"id": token_id}
+        for rec in self._db.tokens_of(user_id):
+            if not rec.expired() and value_matches(identity, {"id": _TokenIdentity(rec)}):
+                return rec
+        raise errors.no_such_object(token_id, "authenticationToken")
+
+    def set_token_description(self, rec: TokenRecord, description: str | None) -> None:
+        self._db.refresh_token(rec.hash, rec.expiration, description)
+
     def delete_tokens(
         self,
         *,
@@ -238,16 +250,35 @@ class Authenticator:
         pattern: dict[str, Any] | None,
         user_id: str | None = None,
     ) -> set[str]:
-        """`delete_tokens`, returning the hashes deleted (to close the connections using them)."""
-        candidates = self._db.tokens_of(user_id)
+        """`delete_tokens`, returning the hashes deleted (to close the connections using them).
+        As in xo-server, `tokens` is the pattern `{"id": {"__or": tokens}}`; a record's id
+        matches its token and its public id (what user.getAuthenticationTokens shows)."""
         if tokens is not None:
-            wanted = {token_hash(t) for t in tokens}
-            doomed = [r.hash for r in candidates if r.hash in wanted]
-        else:
-            doomed = [r.hash for r in candidates if matches(r.public(), pattern or {})]
+            pattern = {"id": {"__or": list(tokens)}}
+        doomed = [
+            r.hash
+            for r in self._db.tokens_of(user_id)
+            if value_matches(pattern or {}, {**r.public(), "id": _TokenIdentity(r)})
+        ]
         count = self._db.delete_tokens(doomed)
         log.info("event=tokens_deleted count=%d", count)
         return set(doomed)
+
+
+class _TokenIdentity:
+    """A token record's `id` in a pattern: equal to its token or to its public id."""
+
+    __slots__ = ("_rec",)
+
+    def __init__(self, rec: TokenRecord) -> None:
+        self._rec = rec
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, str):
+            return False
+        return other == self._rec.public_id or token_hash(other) == self._rec.hash
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def load_secret(path: Path) -> bytes:

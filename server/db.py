@@ -11,6 +11,7 @@ versions are encrypted when the database is opened.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
@@ -97,9 +98,16 @@ class TokenRecord:
     def expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.expiration
 
+    @property
+    def public_id(self) -> str:
+        """The record's id on the API, where xo-server shows the token itself (which is not
+        stored here): derived from the stored hash, stable, and no credential."""
+        return hashlib.sha256(f"token-id\0{self.hash}".encode()).hexdigest()[:40]
+
     def public(self) -> dict[str, Any]:
         """The record as token.delete patterns see it (never the token itself)."""
         out: dict[str, Any] = {
+            "id": self.public_id,
             "user_id": self.user_id,
             "created_at": int(self.created_at * 1000),
             "expiration": int(self.expiration * 1000),

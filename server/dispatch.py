@@ -30,7 +30,15 @@ from typing import Any
 
 import orjson
 
-from api.registry import PERMISSION_LEVELS, PUBLIC, SIGNED_IN, Call, Method
+from api.registry import (
+    DEFAULT_OBJECT_PERMISSION,
+    NULL,
+    PERMISSION_LEVELS,
+    PUBLIC,
+    SIGNED_IN,
+    Call,
+    Method,
+)
 from server import errors
 from server.connection import Connection
 from server.state import ServerState
@@ -44,9 +52,11 @@ Reply = bytes | Coroutine[Any, Any, bytes | None]
 
 
 def success_frame(req_id: Any, result: Any) -> bytes:
-    return orjson.dumps(
-        {"id": req_id, "jsonrpc": "2.0", "result": True if result is None else result}
-    )
+    if result is None:
+        result = True  # xo-server: undefined is not a JSON-RPC result, `true` stands for it
+    elif result is NULL:
+        result = None
+    return orjson.dumps({"id": req_id, "jsonrpc": "2.0", "result": result})
 
 
 def error_frame(req_id: Any, error: dict[str, Any]) -> bytes:
@@ -135,7 +145,10 @@ class Dispatcher:
         if not isinstance(params, dict):
             return objects
         get = self._store.get
-        for key, (param, types) in method.resolve.items():
+        denied: tuple[str, str] | None = None  # (permission, object id) of the first check
+        for key, spec in method.resolve.items():
+            param, types = spec[0], spec[1]
+            permission = spec[2] if len(spec) > 2 else DEFAULT_OBJECT_PERMISSION
             obj_id = params.get(param)
             if obj_id is None:
                 continue
@@ -146,8 +159,9 @@ class Dispatcher:
                     obj_id, types if isinstance(types, str) else list(types)
                 )
             objects[key] = obj
-        if objects and user.permission != "admin":
-            # No ACLs in xo-migrate: a non-admin holds no `administrate` right on any object.
-            first = next(iter(objects.values()))
-            raise errors.unauthorized("administrate", first["id"])
+            if permission and denied is None:
+                denied = (permission, obj["id"])
+        if denied is not None and user.permission != "admin":
+            # No ACLs in xo-migrate: a non-admin holds no right on any object.
+            raise errors.unauthorized(*denied)
         return objects

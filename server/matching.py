@@ -3,6 +3,10 @@
 - An object filter is lodash `matches`: a partial deep comparison. Every key of the pattern must
   match; nested objects match partially; an array in the pattern matches when each of its items
   matches some item of the object's array.
+- A token pattern is xo's value-matcher (`value_matches`): the same partial comparison, plus
+  `{"__and": [..]}`, `{"__or": [..]}` and `{"__not": pattern}` anywhere in the pattern (xo-web
+  signs out everywhere else with `{"id": {"__not": <its own token>}}`), and strict equality
+  for the rest.
 - A string filter uses a small subset of xo's complex-matcher syntax: whitespace-separated terms,
   all of which must match. `prop:value` compares a property (as a string, `*` wildcards allowed),
   `!term` negates, a bare word matches any string property containing it (case-insensitive).
@@ -31,6 +35,31 @@ def matches(obj: Any, pattern: Any) -> bool:
     if isinstance(pattern, bool) or isinstance(obj, bool):
         return obj is pattern
     return bool(obj == pattern)
+
+
+def value_matches(pattern: Any, value: Any) -> bool:
+    if isinstance(pattern, list):
+        return isinstance(value, list) and all(
+            any(value_matches(sub, item) for item in value) for sub in pattern
+        )
+    if isinstance(pattern, dict):
+        if len(pattern) == 1:
+            ((key, sub),) = pattern.items()
+            if key == "__and" and isinstance(sub, list):
+                return all(value_matches(p, value) for p in sub)
+            if key == "__or" and isinstance(sub, list):
+                return any(value_matches(p, value) for p in sub)
+            if key == "__not":
+                return not value_matches(sub, value)
+        if not isinstance(value, dict):
+            return False
+        return all(
+            key in value and value[key] is not None and value_matches(sub, value[key])
+            for key, sub in pattern.items()
+        )
+    if isinstance(pattern, bool) or isinstance(value, bool):
+        return value is pattern
+    return bool(value == pattern)
 
 
 def compile_string_filter(text: str) -> Callable[[dict[str, Any]], bool]:

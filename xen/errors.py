@@ -41,3 +41,16 @@ class PoolUnavailable(Exception):
         self.pool = pool
         self.reason = reason
         super().__init__(f"pool {pool} is not connected{': ' + reason if reason else ''}")
+
+
+class XapiHttpError(Exception):
+    """An HTTP resource of a host (`/rrd_updates` ...) answered with an error status."""
+
+    def __init__(self, host: str, path: str, status: int, body: bytes = b"") -> None:
+        self.host = host
+        self.path = path
+        self.status = status
+        detail = body.decode("utf-8", "replace").strip()
+        super().__init__(
+            f"GET {path} on {host}: HTTP {status}" + (f" ({detail})" if detail else "")
+        )

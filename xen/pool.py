@@ -28,6 +28,7 @@ from typing import Any, Literal
 from xen.cache import PoolCache, TaskWatch
 from xen.config import PoolConfig
 from xen.errors import PoolUnavailable, TaskCancelled, XapiError
+from xen.memo import TtlMemo
 from xen.session import (
     TRANSPORT_ERRORS,
     AuthFailed,
@@ -82,6 +83,8 @@ class PoolConnection:
         self.master_url: str = cfg.url  # read by worker threads; str assignment is atomic
         self._creds = Credentials(cfg.username, cfg.resolved_password())
         self._tls = TlsOptions(cfg.allow_unauthorized, cfg.ca_file)
+        # Short-lived answers of this pool (xo-server's TTL caches around XAPI reads).
+        self.memo = TtlMemo()
         self._ready = asyncio.Event()
         self._was_ready = False  # reached "connected" since the last failure
         self._generation = 0  # completed initial syncs, to notice a reconnect
@@ -173,6 +176,33 @@ class PoolConnection:
             except TRANSPORT_ERRORS as exc:
                 raise PoolUnavailable(self.label, f"{method}: {exc!r}") from None
         raise PoolUnavailable(self.label, f"{method}: master kept moving")
+
+    async def call_cached(self, ttl: float, method: str, *args: Any, refresh: bool = False) -> Any:
+        """`call`, its answer reused for `ttl` seconds (xo-server's `xapi.call(cache, ...)`);
+        `refresh` asks XAPI again."""
+        key = ("call", method, *args)
+        if refresh:
+            self.memo.forget(key)
+        return await self.memo.get(key, ttl, lambda: self.call(method, *args))
+
+    async def get_on_host(self, address: str, path: str, query: dict[str, str]) -> bytes:
+        """An HTTP resource of one host of the pool (`/rrd_updates` ...), with this pool's
+        session, the configured URL's scheme and port, and its TLS options; XapiHttpError
+        when the host answers with an error status."""
+        if self._stopped:
+            raise PoolUnavailable(self.label, "connection closed")
+        if not self._ready.is_set():
+            await self.wait_ready(self.options.call_wait)
+        base = member_url(self.cfg.url, address)
+        try:
+            return await self._workers.run(self._get_in_thread, base, path, query)
+        except HostIsSlave as exc:  # the master moved while logging in: next time
+            self._redirect(exc.master)
+            raise PoolUnavailable(self.label, "the pool master moved") from None
+        except (AuthFailed, TlsFailed) as exc:
+            raise PoolUnavailable(self.label, str(exc)) from None
+        except TRANSPORT_ERRORS as exc:
+            raise PoolUnavailable(self.label, f"GET {path} on {address}: {exc!r}") from None
 
     async def call_async(
         self,
@@ -313,7 +343,8 @@ class PoolConnection:
 
     # -- worker threads ----------------------------------------------------------------
 
-    def _call_in_thread(self, url: str, method: str, args: tuple[Any, ...]) -> Any:
+    def _thread_session(self, url: str) -> XapiSession:
+        """This worker thread's session on `url`, logged in."""
         session: XapiSession | None = getattr(self._tls_sessions, "session", None)
         if session is None or session.url != url:
             if session is not None:
@@ -322,7 +353,14 @@ class PoolConnection:
             self._tls_sessions.session = session
         if not session.logged_in:
             session.login()
-        return session.call(method, args)
+        return session
+
+    def _call_in_thread(self, url: str, method: str, args: tuple[Any, ...]) -> Any:
+        return self._thread_session(url).call(method, args)
+
+    def _get_in_thread(self, base: str, path: str, query: dict[str, str]) -> bytes:
+        session = self._thread_session(self.master_url)
+        return session.http_get(base, path, query, self.options.call_timeout)
 
     def _logout_worker_session(self) -> None:
         session: XapiSession | None = getattr(self._tls_sessions, "session", None)

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import XenAPI
 
-from xen.errors import XapiError
+from xen.errors import XapiError, XapiHttpError
 from xen.wire import prepare_arg, url_host
 
 log = logging.getLogger("xo_migrate.xen.session")
@@ -290,6 +290,47 @@ class XapiSession:
             except ssl.SSLError as exc:
                 raise self._tls.failure(self.url, exc) or exc from None
         raise AssertionError("unreachable")
+
+    def http_get(self, base_url: str, path: str, query: dict[str, str], timeout: float) -> bytes:
+        """GET `path` on the host at `base_url` (a member of this session's pool, whose HTTP
+        handlers take the pool's sessions) with `session_id` appended to `query`, as
+        xen-api's getResource does. XapiHttpError for an answer other than 200; a 401
+        (session no longer valid) logs in again and retries once. The URL, which holds the
+        session id, is never logged."""
+        parsed = urllib.parse.urlsplit(base_url)
+        context = self._tls.context() if parsed.scheme == "https" else None
+        for attempt in (1, 2):
+            if not self.logged_in:
+                self.login()
+            target = path + "?" + urllib.parse.urlencode({**query, "session_id": self._ref()})
+            conn: http.client.HTTPConnection
+            if context is not None:
+                conn = http.client.HTTPSConnection(
+                    parsed.hostname or "", parsed.port, timeout=timeout, context=context
+                )
+            else:
+                conn = http.client.HTTPConnection(
+                    parsed.hostname or "", parsed.port, timeout=timeout
+                )
+            try:
+                conn.request("GET", target)
+                reply = conn.getresponse()
+                body = reply.read()
+            except ssl.SSLError as exc:
+                raise self._tls.failure(base_url, exc) or exc from None
+            finally:
+                conn.close()
+            if reply.status == 200:
+                return body
+            if reply.status == 401 and attempt == 1:
+                self.logged_in = False
+                continue
+            raise XapiHttpError(url_host(base_url), path, reply.status, body[:200])
+        raise AssertionError("unreachable")
+
+    def _ref(self) -> str:
+        ref = self._session._session
+        return ref if isinstance(ref, str) else ""
 
     def logout(self) -> None:
         if not self.logged_in:

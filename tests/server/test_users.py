@@ -237,6 +237,7 @@ async def test_get_authentication_tokens(server: RunningServer, connect) -> None
         "client",
         "created_at",
         "description",
+        "id",
         "user_id",
         "expiration",
         "last_uses",
@@ -249,7 +250,15 @@ async def test_get_authentication_tokens(server: RunningServer, connect) -> None
     )
     assert list(with_client["last_uses"]) == ["127.0.0.1"]  # the token sign-in above
     no_desc = by_desc[None]
-    assert list(no_desc) == ["created_at", "user_id", "expiration"]
+    assert list(no_desc) == ["created_at", "id", "user_id", "expiration"]
+    # The id is stable, differs per token and is no credential (xo-web shows and copies it).
+    assert no_desc["id"] != with_client["id"]
+    assert [t["id"] for t in await admin.call("user.getAuthenticationTokens")] == [
+        t["id"] for t in tokens
+    ]
+    assert (await via_token.request("session.signIn", {"token": no_desc["id"]}))["error"][
+        "code"
+    ] == 3
     assert no_desc["expiration"] - no_desc["created_at"] == pytest.approx(3600e3, abs=5e3)
     assert [t["description"] for t in await other.call("user.getAuthenticationTokens")] == [
         "not mine"
@@ -316,6 +325,46 @@ async def test_deleting_a_token_closes_the_connections_signed_in_with_it(
     await survivor.call("session.signIn", {"token": token})
     assert await admin.call("token.delete", {"pattern": {"description": "none such"}}) is True
     assert await survivor.call("system.getVersion") == "0.1"
+
+
+async def test_tokens_by_id_as_xo_web_edits_and_deletes_them(
+    server: RunningServer, connect
+) -> None:
+    """xo-web's user page: token.set {id, description}, token.deleteOwn {tokens: [id]} and
+    "sign out everywhere else" token.deleteOwn {pattern: {id: {__not: <cookie token>}}}."""
+    admin = await connect(signed_in=True)
+    mine = await admin.call("token.create", {"description": "browser"})
+    other = await admin.call("token.create", {"description": "other"})
+    third = await admin.call("token.create", {"description": "third"})
+    browser, elsewhere = await connect(), await connect()
+    await browser.call("session.signIn", {"token": mine})
+    await elsewhere.call("session.signIn", {"token": other})
+
+    def ids(tokens: list[dict[str, Any]]) -> dict[str, str]:
+        return {t["description"]: t["id"] for t in tokens if "description" in t}
+
+    by_desc = ids(await browser.call("user.getAuthenticationTokens"))
+    assert await browser.call("token.set", {"id": by_desc["third"], "description": "renamed"})
+    assert "renamed" in ids(await browser.call("user.getAuthenticationTokens"))
+    assert await browser.call("token.set", {"id": by_desc["third"], "description": None})
+    tokens = await browser.call("user.getAuthenticationTokens")
+    assert next(t for t in tokens if t["id"] == by_desc["third"]).get("description") is None
+    assert await error_of(browser, "token.set", {"id": "nope", "description": "x"}) == {
+        "message": "no such authenticationToken nope",
+        "code": 1,
+        "data": {"id": "nope", "type": "authenticationToken"},
+    }
+
+    # Delete one by the id the page shows: that token's connection closes, not the others.
+    assert await browser.call("token.deleteOwn", {"tokens": [by_desc["other"]]}) is True
+    assert await closed_within(elsewhere)
+    assert (await error_of(await connect(), "session.signIn", {"token": other}))["code"] == 3
+    # Sign out everywhere else: every token but the one the browser signed in with.
+    assert await browser.call("token.deleteOwn", {"pattern": {"id": {"__not": mine}}}) is True
+    left = await browser.call("user.getAuthenticationTokens")
+    assert [t["description"] for t in left] == ["browser"]
+    assert await browser.call("system.getVersion") == "0.1"
+    assert (await error_of(await connect(), "session.signIn", {"token": third}))["code"] == 3
 
 
 @pytest.mark.timeout(60)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from api.sr import vdi_chains_info
 from server.migrations.service import MigrationSettings
 from tests.migrations.conftest import lab_on
@@ -20,6 +22,24 @@ EMPTY_ANSWERS: dict[str, tuple[str | None, Any]] = {
     "backupNg.getAllJobs": ("admin", []),
     "schedule.getAll": ("admin", []),
     "tag.getAllConfigured": (None, []),
+    # Pages beyond the start: VM advanced and network tabs, settings, backups.
+    "acl.get": ("admin", []),
+    "group.getAll": ("admin", []),
+    "plugin.get": ("admin", []),
+    "metadataBackup.getAllJobs": ("admin", []),
+    "mirrorBackup.getAllJobs": ("admin", []),
+    "backupNg.getAllLogs": ("admin", {}),
+    "ipPool.getAll": (None, []),
+    "vif.getLockingModeValues": (None, ["disabled", "locked", "network_default", "unlocked"]),
+    "vm.getHaValues": (None, ["best-effort", "restart", ""]),
+    "role.getAll": (
+        None,
+        [
+            {"id": "viewer", "name": "Viewer", "permissions": ["view"]},
+            {"id": "operator", "name": "Operator", "permissions": ["view", "operate"]},
+            {"id": "admin", "name": "Admin", "permissions": ["view", "operate", "administrate"]},
+        ],
+    ),
 }
 HEALTHY = {"vdisWithUnknownVhdParent": {}, "unhealthyVdis": {}, "nUnhealthyVdis": 0}
 
@@ -50,6 +70,20 @@ async def test_start_up_methods_answer_as_xo_server(sim: Simulator, tmp_path: Pa
         finally:
             await user.close()
             await anonymous.close()
+
+
+async def test_backup_logs_as_ndjson_are_an_empty_download(sim: Simulator, tmp_path: Path) -> None:
+    """xo-web's backup overview: backupNg.getAllLogs {ndjson: true}, then GET $getFrom."""
+    async with lab_on(sim, tmp_path, MigrationSettings()) as lab:
+        answer = await lab.client.call("backupNg.getAllLogs", {"ndjson": True})
+        assert list(answer) == ["$getFrom"] and answer["$getFrom"].startswith("/api/")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(lab.server.base + answer["$getFrom"]) as reply:
+                assert reply.status == 200 and await reply.read() == b""
+            async with http.get(lab.server.base + answer["$getFrom"]) as reply:
+                assert reply.status == 404  # one shot
+        error = await lab.error_of("backupNg.getAllLogs", {"ndjson": "yes"})
+        assert error["code"] == 10
 
 
 async def test_sr_chains_list_every_writable_sr_healthy(sim: Simulator, tmp_path: Path) -> None:

@@ -1,0 +1,125 @@
+"""host.*: what xo-web asks about hosts (xo-server api/host.mjs and the xapi mixins).
+
+- `host.isHostServerTimeConsistent {host}`: the host's clock (`host.get_servertime`) within
+  30 s of ours; the shift is measured at most once a minute per host.
+- `host.getMdadmHealth {id}`: the `raid.py` plugin's `check_raid_pool`, parsed (`{}` without
+  software RAID), null when the host lacks the plugin or the function.
+- `host.getBiosInfo {id}`: xo-server only answers for 2CRSI servers, after downloading the
+  vendor's latest BIOS versions; xo-migrate downloads nothing, so it answers as xo-server does
+  for every other host: nothing (`true` on the wire).
+- `host.getSchedulerGranularity {id}`: `host.get_sched_gran`; null where XAPI lacks it.
+- `host.stats {host, granularity?}`: xen/stats.py.
+
+Objects are resolved with xo-server's permissions ("view", or "administrate" for
+getBiosInfo): without ACLs only admins pass.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from api.registry import NULL, OPTIONAL, Call, Method, XoParams
+from api.xapi_call import connection_of, plugin_answer_or_none
+from xen.errors import XapiError
+from xen.stats import object_stats
+from xen.wire import datetime_to_seconds
+
+SERVER_TIME_TOLERANCE_MS = 30_000
+SERVER_TIME_MEMO_S = 60.0  # xo-server debounces the clock shift per host for a minute
+
+
+class HostParams(XoParams):
+    host: str
+
+
+class IdParams(XoParams):
+    id: str
+
+
+class StatsParams(XoParams):
+    host: str
+    granularity: str = OPTIONAL
+
+
+async def is_host_server_time_consistent(call: Call, params: HostParams) -> bool:
+    host = call.objects["host"]
+    conn = connection_of(call, host)
+
+    async def shift_ms() -> float:
+        server_time = await conn.call("host.get_servertime", host["_xapiRef"])
+        return abs((datetime_to_seconds(server_time) or 0) * 1000 - time.time() * 1000)
+
+    key = ("servertime_shift", host["_xapiRef"])
+    return await conn.memo.get(key, SERVER_TIME_MEMO_S, shift_ms) < SERVER_TIME_TOLERANCE_MS
+
+
+async def get_mdadm_health(call: Call, params: IdParams) -> Any:
+    host = call.objects["host"]
+    conn = connection_of(call, host)
+    try:
+        answer = await conn.call(
+            "host.call_plugin", host["_xapiRef"], "raid.py", "check_raid_pool", {}
+        )
+    except XapiError as exc:
+        if plugin_answer_or_none(exc):
+            return NULL
+        raise
+    return json.loads(answer)
+
+
+def get_bios_info(call: Call, params: IdParams) -> None:
+    return None
+
+
+async def get_scheduler_granularity(call: Call, params: IdParams) -> Any:
+    host = call.objects["host"]
+    try:
+        return await connection_of(call, host).call("host.get_sched_gran", host["_xapiRef"])
+    except XapiError as exc:
+        if exc.code == "MESSAGE_METHOD_UNKNOWN":  # XCP-ng >= 8.2 only
+            return NULL
+        raise
+
+
+async def stats(call: Call, params: StatsParams) -> dict[str, Any]:
+    host = call.objects["host"]
+    return await object_stats(connection_of(call, host), host, host["uuid"], params.granularity)
+
+
+METHODS = [
+    Method(
+        "host.isHostServerTimeConsistent",
+        is_host_server_time_consistent,
+        HostParams,
+        resolve={"host": ("host", "host", "view")},
+    ),
+    Method(
+        "host.getMdadmHealth",
+        get_mdadm_health,
+        IdParams,
+        resolve={"host": ("id", "host", "view")},
+        description="get the mdadm RAID health of the host",
+    ),
+    Method(
+        "host.getBiosInfo",
+        get_bios_info,
+        IdParams,
+        resolve={"host": ("id", "host", "administrate")},
+    ),
+    Method(
+        "host.getSchedulerGranularity",
+        get_scheduler_granularity,
+        IdParams,
+        resolve={"host": ("id", "host", "view")},
+        description="get the scheduler granularity of a host",
+    ),
+    Method(
+        "host.stats",
+        stats,
+        StatsParams,
+        resolve={"host": ("host", "host", "view")},
+        description="returns statistic of the host",
+    ),
+]
