@@ -8,6 +8,9 @@
   vendor's latest BIOS versions; xo-migrate downloads nothing, so it answers as xo-server does
   for every other host: nothing (`true` on the wire).
 - `host.getSchedulerGranularity {id}`: `host.get_sched_gran`; null where XAPI lacks it.
+- `host.getSmartctlHealth {id}`: the `smartctl.py` plugin's `health`, parsed; null without it.
+- `host.isHyperThreadingEnabled {id}`: `cpu_info.threads_per_core > 1` where XAPI gives it
+  (XCP-ng 8.3), else the `hyperthreading.py` plugin's answer (not "false"); null without it.
 - `host.stats {host, granularity?}`: xen/stats.py.
 
 Objects are resolved with xo-server's permissions ("view", or "administrate" for
@@ -55,18 +58,35 @@ async def is_host_server_time_consistent(call: Call, params: HostParams) -> bool
     return await conn.memo.get(key, SERVER_TIME_MEMO_S, shift_ms) < SERVER_TIME_TOLERANCE_MS
 
 
-async def get_mdadm_health(call: Call, params: IdParams) -> Any:
+async def _call_plugin(call: Call, plugin: str, function: str) -> Any:
+    """The host plugin's answer (a string), or NULL without the plugin or the function."""
     host = call.objects["host"]
-    conn = connection_of(call, host)
     try:
-        answer = await conn.call(
-            "host.call_plugin", host["_xapiRef"], "raid.py", "check_raid_pool", {}
+        return await connection_of(call, host).call(
+            "host.call_plugin", host["_xapiRef"], plugin, function, {}
         )
     except XapiError as exc:
         if plugin_answer_or_none(exc):
             return NULL
         raise
-    return json.loads(answer)
+
+
+async def get_mdadm_health(call: Call, params: IdParams) -> Any:
+    answer = await _call_plugin(call, "raid.py", "check_raid_pool")
+    return answer if answer is NULL else json.loads(answer)
+
+
+async def get_smartctl_health(call: Call, params: IdParams) -> Any:
+    answer = await _call_plugin(call, "smartctl.py", "health")
+    return answer if answer is NULL else json.loads(answer)
+
+
+async def is_hyper_threading_enabled(call: Call, params: IdParams) -> Any:
+    threads = (call.objects["host"].get("CPUs") or {}).get("threads_per_core")
+    if threads is not None:
+        return int(threads) > 1
+    answer = await _call_plugin(call, "hyperthreading.py", "get_hyperthreading")
+    return answer if answer is NULL else answer != "false"
 
 
 def get_bios_info(call: Call, params: IdParams) -> None:
@@ -101,6 +121,20 @@ METHODS = [
         IdParams,
         resolve={"host": ("id", "host", "view")},
         description="get the mdadm RAID health of the host",
+    ),
+    Method(
+        "host.getSmartctlHealth",
+        get_smartctl_health,
+        IdParams,
+        resolve={"host": ("id", "host", "view")},
+        description="get smartctl health status",
+    ),
+    Method(
+        "host.isHyperThreadingEnabled",
+        is_hyper_threading_enabled,
+        IdParams,
+        resolve={"host": ("id", "host", "administrate")},
+        description="get hyper-threading information",
     ),
     Method(
         "host.getBiosInfo",

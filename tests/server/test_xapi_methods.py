@@ -71,6 +71,9 @@ async def test_host_and_pool_checks_answer_as_xo_server(sim: Simulator, tmp_path
 
         assert await call("host.getMdadmHealth", {"id": a1}) == {}  # no software RAID
         assert await call("host.getBiosInfo", {"id": a1}) is True  # not a 2CRSI server
+        # Plugins the lab's hosts lack: null, as xo-server answers then.
+        assert await call("host.getSmartctlHealth", {"id": a1}) is None
+        assert await call("host.isHyperThreadingEnabled", {"id": a1}) is None
 
         # XCP-ng's updater plugin: its package list as is, reused for a minute.
         assert await call("pool.listMissingPatches", {"host": a1}) == []
@@ -187,6 +190,8 @@ async def test_bad_input_and_permissions(sim: Simulator, tmp_path: Path) -> None
             ("host.isHostServerTimeConsistent", {"host": a1}, a1, "view"),
             ("host.getMdadmHealth", {"id": a1}, a1, "view"),
             ("host.getBiosInfo", {"id": a1}, a1, "administrate"),
+            ("host.getSmartctlHealth", {"id": a1}, a1, "view"),
+            ("host.isHyperThreadingEnabled", {"id": a1}, a1, "administrate"),
             ("host.stats", {"host": a1}, a1, "view"),
             ("pool.listMissingPatches", {"host": a1}, a1, "view"),
             ("vm.stats", {"id": vm}, vm, "view"),
