@@ -84,3 +84,37 @@ async def test_a_minimum_flush_interval_batches_a_burst_into_few_flushes() -> No
     assert 2 <= len(seen) <= 4  # ~0.1 s of changes: about two batches, not 49 flushes
     assert seen[-1].enter["a"]["n"] == 49
     assert {k for c in seen[1:] for k in c.enter} == {"a", *(f"b{n}" for n in range(1, 50))}
+
+
+async def test_an_id_of_two_pools_stays_with_the_first_until_it_withdraws() -> None:
+    """A VM crossing pools keeps its uuid: the target pool's (halted) copy waits, unseen,
+    until the source pool deletes its running VM, then takes the id over in one `enter`."""
+    store = ObjectStore()
+    seen: list[ChangeSet] = []
+    store.subscribe(seen.append)
+    store.set(vm("a", power_state="Running"))
+    await asyncio.sleep(0)
+    store.set({**vm("a", power_state="Halted"), "$pool": "p2"})
+    store.set({**vm("a", power_state="Halted", name_label="received"), "$pool": "p2"})
+    store.set(vm("a", power_state="Running", name_label="moving"))
+    await asyncio.sleep(0)
+    assert seen[1].enter["a"]["$pool"] == "p1" and seen[1].enter["a"]["name_label"] == "moving"
+    assert store.get("a")["$pool"] == "p1"
+    assert store.claim_of("a", "p2")["name_label"] == "received"
+    assert store.by_ref("p2", "OpaqueRef:a") is None  # a waiting claim is not indexed
+
+    store.withdraw("a", "p1")  # the source deleted its VM: the target's takes over
+    await asyncio.sleep(0)
+    assert seen[2].exit == set() and seen[2].enter["a"]["$pool"] == "p2"
+    assert store.by_ref("p2", "OpaqueRef:a")["id"] == "a" and store.claim_of("a", "p1") is None
+
+    # A pool withdrawing a claim that was never published changes nothing visible.
+    store.set({**vm("b"), "$pool": "p2"})
+    store.set(vm("b"))
+    store.withdraw("b", "p1")
+    store.withdraw("b", "p1")
+    await asyncio.sleep(0)
+    assert store.get("b")["$pool"] == "p2" and store.claim_of("b", "p1") is None
+    store.withdraw("b", "p2")
+    await asyncio.sleep(0)
+    assert store.get("b") is None and seen[-1].exit == {"b"}

@@ -110,8 +110,8 @@ class _Conversion:
             return None
         # Not converted yet: only within a batch that also brings the object linking it
         # (read before, and known by id), whose readers are converted again after it.
-        obj = self._cache.store.get(obj_id)
-        if obj is None or obj.get("$pool") != self.pool_id:
+        obj = self._cache.store.claim_of(obj_id, self.pool_id)
+        if obj is None:
             return None
         self.reads.append(obj["_xapiRef"])
         return obj
@@ -150,8 +150,8 @@ class PoolCache:
         obj_id = self._ids.get(ref)
         if obj_id is None:
             return None
-        obj = self.store.get(obj_id)
-        if obj is None or obj.get("_xapiRef") != ref or obj.get("$pool") != self.pool_id:
+        obj = self.store.claim_of(obj_id, self.pool_id or "")
+        if obj is None or obj.get("_xapiRef") != ref:
             return None
         return obj
 
@@ -301,7 +301,7 @@ class PoolCache:
                 self._readers.setdefault(read, set()).add(ref)
         else:
             self._raw.pop(ref, None)
-        current = self.store.get(obj["id"])
+        current = self.store.claim_of(obj["id"], self.pool_id or "")
         if current == obj:
             return False
         self.store.set(obj)
@@ -351,7 +351,7 @@ class PoolCache:
     def _forget(self, ref: str) -> None:
         obj = self.published(ref)
         if obj is not None:
-            self.store.remove(obj["id"])
+            self.store.withdraw(obj["id"], self.pool_id or "")
         self._ids.pop(ref, None)
         self._classes.pop(ref, None)
         self._records.pop(ref, None)

@@ -7,6 +7,13 @@ removed inside one flush is never announced, and the last write wins.
 
 Subscribers are plain callables run synchronously at flush time so that a push hub can
 serialize a change set once and fan it out without extra copies.
+
+One id, two pools: a VM migrating across pools keeps its uuid, and the target pool shows it
+(halted, being received) while the source still runs it. The pool that published an id first
+keeps it; the other pool's object waits as a claim (updated, never announced) and is
+published when the first pool withdraws its own (`withdraw`: the source deleted the VM at the
+end of the migration, or that pool was disconnected). So clients keep seeing the running VM,
+its task and its progress until it has arrived, instead of a halted copy.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ class ObjectStore:
         self._by_type: dict[str, dict[str, XoObject]] = {}
         # (pool id, XAPI ref) -> object id; refs are only unique inside one pool.
         self._by_ref: dict[tuple[str, str], str] = {}
+        # id -> {pool id -> object}: other pools' objects for an id published by another pool.
+        self._claims: dict[str, dict[str, XoObject]] = {}
         self._subscribers: list[Subscriber] = []
         self._pending = ChangeSet()
         # Ids first seen during the pending flush: removing one again announces nothing.
@@ -82,12 +91,24 @@ class ObjectStore:
     def id_of_ref(self, pool_id: str, ref: str) -> str | None:
         return self._by_ref.get((pool_id, ref))
 
+    def claim_of(self, obj_id: str, pool_id: str) -> XoObject | None:
+        """The object `pool_id` holds under `obj_id`: published, or waiting for the id."""
+        obj = self._objects.get(obj_id)
+        if obj is not None and obj.get("$pool") == pool_id:
+            return obj
+        return self._claims.get(obj_id, {}).get(pool_id)
+
     # -- writes --------------------------------------------------------------------------
 
     def set(self, obj: XoObject) -> None:
-        """Insert or replace an object (full object, not a diff)."""
+        """Insert or replace an object (full object, not a diff). An object of another pool
+        than the one that published the id waits as that pool's claim (see above)."""
         obj_id = obj["id"]
         old = self._objects.get(obj_id)
+        pool = obj.get("$pool")
+        if old is not None and pool and old.get("$pool") and old.get("$pool") != pool:
+            self._claims.setdefault(obj_id, {})[pool] = obj
+            return
         if old is not None:
             self._unindex(old)
         elif obj_id not in self._pending.exit:
@@ -102,7 +123,33 @@ class ObjectStore:
         self._pending.enter[obj_id] = obj
         self._schedule_flush()
 
+    def withdraw(self, obj_id: str, pool_id: str) -> None:
+        """`pool_id` no longer has `obj_id`: remove it if that pool published it (another
+        pool's claim is published instead), else forget that pool's claim."""
+        obj = self._objects.get(obj_id)
+        if obj is not None and obj.get("$pool") == pool_id:
+            self.remove(obj_id)
+            return
+        claims = self._claims.get(obj_id)
+        if claims is not None:
+            claims.pop(pool_id, None)
+            if not claims:
+                del self._claims[obj_id]
+
     def remove(self, obj_id: str) -> None:
+        claims = self._claims.pop(obj_id, None)
+        if claims:
+            # Another pool has this id too (a VM that crossed pools): it takes the id over.
+            self._remove(obj_id)
+            pool, successor = next(iter(claims.items()))
+            del claims[pool]
+            self.set(successor)
+            if claims:
+                self._claims[obj_id] = claims
+            return
+        self._remove(obj_id)
+
+    def _remove(self, obj_id: str) -> None:
         old = self._objects.pop(obj_id, None)
         if old is None:
             return

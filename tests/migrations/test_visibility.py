@@ -58,6 +58,59 @@ async def test_task_and_vm_updates_are_pushed_like_xo_server(lab: Lab) -> None:
     await collect(watcher, lambda p: p["type"] == "exit" and task_id in p["items"])
 
 
+async def test_across_pools_the_vm_stays_the_running_one_until_it_arrives(lab: Lab) -> None:
+    """The target pool has the VM (same uuid, halted) from the metadata import on, while the
+    source still runs it: clients keep seeing the source's running VM, with its migrate_send
+    task, as long as the source has it; then the target's, running on the target host."""
+    timing = lab.sim.timing
+    timing.time_scale, timing.disk_rate = 0.02, 1e10  # disks fast, memory phase ~0.15 s
+    watcher = await lab.connect()
+    vm = await lab.id_of("VM", "web-01")
+    pool_a = await lab.id_of("pool", "Pool A")
+    b1 = await lab.id_of("host", "b1")
+    source_db = lab.sim.pool("Pool A").db
+    store = lab.server.state.store
+    seen: list[tuple[str, bool]] = []  # (pool shown, source still had the VM at that time)
+
+    async def watch_store() -> None:
+        while True:
+            shown = store.get(vm)
+            still_at_source = any(r["uuid"] == vm for r in source_db.table("VM").values())
+            if shown is not None:
+                seen.append((shown["$pool"], still_at_source))
+            await asyncio.sleep(0.005)
+
+    watching = asyncio.create_task(watch_store())
+    try:
+        result = await lab.migrate("vm.migrate_pool", {"id": vm, "target_host_id": b1})
+    finally:
+        watching.cancel()
+    assert result is True
+    assert [pool for pool, at_source in seen if at_source] and all(
+        pool == pool_a for pool, at_source in seen if at_source
+    )
+    arrived = await lab.get(vm)
+    assert arrived["$container"] == b1 and arrived["power_state"] == "Running"
+
+    def vm_arrived(params: dict[str, Any]) -> bool:
+        obj = params["items"].get(vm)
+        return params["type"] == "enter" and bool(obj) and obj["$container"] == b1
+
+    messages = await collect(watcher, vm_arrived)
+    pushed = [m["items"][vm] for m in messages if vm in m["items"]]
+    assert all(m["type"] == "enter" for m in messages if vm in m["items"])  # never an exit
+    send = [
+        obj
+        for m in messages
+        if m["type"] == "enter"
+        for obj in m["items"].values()
+        if obj.get("name_label") == "Async.VM.migrate_send"
+    ]
+    assert send and any(
+        send[0]["id"] in v["current_operations"] for v in pushed if v["$pool"] == pool_a
+    )
+
+
 async def test_task_cancel_on_the_xapi_task_stops_the_migration(lab: Lab) -> None:
     lab.sim.timing.time_scale = 0.01
     watcher = await lab.connect()
