@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Page, WebSocket
+from playwright.async_api import Locator, Page, WebSocket
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -136,6 +137,16 @@ class WebUi:
         except PlaywrightTimeout:
             return
         await self.page.locator(".modal-dialog").wait_for(state="hidden", timeout=3000)
+
+    async def choose(self, container: Locator, label: str, option: str | re.Pattern[str]) -> None:
+        """In xo-web's forms (react-select): open the select on the row whose label shows
+        `label` and click the option showing `option`, as a user does."""
+        row = container.locator(".row", has=self.page.get_by_text(label, exact=True)).last
+        await row.locator(".Select-control").first.click()
+        await self.page.locator(".Select-option", has_text=option).first.click()
+
+    def modal(self) -> Locator:
+        return self.page.locator(".modal-dialog")
 
     async def cookie(self, name: str) -> dict[str, Any] | None:
         for cookie in await self.page.context.cookies(self.base):
