@@ -138,7 +138,9 @@ class WebUi:
             return
         await self.page.locator(".modal-dialog").wait_for(state="hidden", timeout=3000)
 
-    async def choose(self, container: Locator, label: str, option: str | re.Pattern[str]) -> None:
+    async def choose(
+        self, container: Locator, label: str | re.Pattern[str], option: str | re.Pattern[str]
+    ) -> None:
         """In xo-web's forms (react-select): open the select on the row whose label shows
         `label` and click the option showing `option`, as a user does."""
         row = container.locator(".row", has=self.page.get_by_text(label, exact=True)).last
