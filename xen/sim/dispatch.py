@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from xen.sim import (  # noqa: F401 - they register their messages
     certs,
     events,
+    hosts,
     migration,
     sessions,
     tasks,
