@@ -34,6 +34,7 @@ NAMESPACES: tuple[str, ...] = (
     "xo",
     "server",
     "vm",
+    "host",
     "task",
     "migration",
     "user",

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from server.config import ConfigError, load_config, parse_config
+from server.migrations.settings import MigrationSettings
 from tests.server.xo_client import XoClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +26,14 @@ def test_example_config_parses_to_the_defaults() -> None:
     assert cfg.auth.default_token_validity_ms == 30 * 86400e3
     assert cfg.auth.throttling_delay_s == 2.0
     assert cfg.pools == []
+    assert cfg.migration == MigrationSettings()  # every [migration] key shown at its default
+
+
+def test_migration_keys(tmp_path: Path) -> None:
+    cfg = parse_config({"migration": {"plan_checks": 2, "per_pool_limit": 5}}, tmp_path)
+    assert (cfg.migration.plan_checks, cfg.migration.per_pool_limit) == (2, 5)
+    with pytest.raises(ConfigError, match="plan_checks"):
+        parse_config({"migration": {"plan_checks": 0}}, tmp_path)
 
 
 def test_pools_and_strictness(tmp_path: Path) -> None:
