@@ -13,7 +13,7 @@ from typing import Any
 
 from server.migrations.model import TERMINAL
 from server.migrations.placement import Outcome
-from server.migrations.plan import MigrationRequest
+from server.migrations.plan import MigrationRequest, resident_host
 
 # A move's status: planned (not yet handed to the migration service), refused (never will
 # be), then its migration's: queued, running, success, failure, cancelled, interrupted.
@@ -59,7 +59,7 @@ class BatchMove:
             vm=vm["id"],
             vm_name=str(vm.get("name_label", "")),
             source_pool=str(vm.get("$pool", "")),
-            source_host=chosen.plan.source_host if chosen else None,
+            source_host=resident_host(vm),
             memory=outcome.needed,
             request=chosen.request if chosen else None,
             reasons=list(outcome.reasons),

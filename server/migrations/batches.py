@@ -147,6 +147,13 @@ class BatchService:
                 out[record["id"]] = Batch.from_record(record).to_xo()
         return sorted(out.values(), key=lambda b: b["created"], reverse=True)[:limit]
 
+    def evacuation_of(self, host_id: str) -> str | None:
+        """The live batch evacuating the host, if any."""
+        for batch in self._batches.values():
+            if batch.active and batch.evacuated_host == host_id:
+                return batch.id
+        return None
+
     def evacuating(self) -> set[str]:
         """Hosts being evacuated by a live batch: no batch places a VM there."""
         return {host for b in self._batches.values() if b.active and (host := b.evacuated_host)}

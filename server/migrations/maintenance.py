@@ -59,6 +59,11 @@ class HostMaintenance:
             await self._seen(lambda: self._host_enabled(host["id"]) is True)
             log.info("host=%s event=maintenance_off", host["id"])
             return
+        busy = self._batches.evacuation_of(host["id"])
+        if busy is not None:
+            raise errors.forbidden_operation(
+                "maintenance", f"the host is already being evacuated by batch {busy}"
+            )
         vms = [self._vm(vm_id) for vm_id in vms_to_force]
         for vm in vms:
             blocked = vm.get("blockedOperations") or {}

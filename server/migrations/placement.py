@@ -64,9 +64,12 @@ def gib(n: int) -> str:
 
 
 def memory_reserved_for(vm: XoObject) -> int:
-    """What a move of `vm` reserves on its target: the dynamic minimum XAPI squeezes the VM to,
-    plus an estimate of XAPI's per-domain overhead (not in xo-server's VM object; XAPI's is
-    about 1/128 of the memory plus a few MiB): 1% plus 16 MiB, on the safe side."""
+    """What a move of `vm` reserves on its target: nothing for a VM that is not running;
+    else the dynamic minimum XAPI squeezes the VM to, plus an estimate of XAPI's per-domain
+    overhead (not in xo-server's VM object; XAPI's is about 1/128 of the memory plus a few
+    MiB): 1% plus 16 MiB, on the safe side."""
+    if vm.get("power_state") not in ("Running", "Paused"):
+        return 0
     static_max = int(((vm.get("memory") or {}).get("static") or [0, 0])[1] or 0)
     return vm_memory_needed(vm) + static_max // 100 + 16 * MIB
 

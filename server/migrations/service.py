@@ -131,9 +131,6 @@ class MigrationService:
         """The VM's queued or running migration, if any."""
         return self._by_vm.get(vm)
 
-    def live(self, migration_id: str) -> Migration | None:
-        return self._migrations.get(migration_id)
-
     def plan(self, req: MigrationRequest) -> Plan:
         try:
             return make_plan(self.store, req)

@@ -4,8 +4,11 @@ vmsToForceMigrate unblocking migration first; false enables the host."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from tests.helpers import wait_until
 from tests.migrations.batch_helpers import running_vms_on
 from tests.migrations.conftest import Lab
 from xen.sim.registry import Fault
@@ -120,3 +123,22 @@ async def test_bad_input_gets_a_clear_error_and_changes_nothing(lab: Lab) -> Non
         assert error["code"] == code, (params, error)
     assert (await lab.get(a1))["enabled"] is True
     assert await lab.client.call("migration.getAll") == []
+
+
+async def test_a_second_call_while_the_host_is_evacuated_is_refused(lab: Lab) -> None:
+    lab.sim.timing.time_scale = 0.01  # app-01's storage motion: about a second
+    a2 = await lab.id_of("host", "a2")
+    first = asyncio.create_task(
+        lab.client.call("host.setMaintenanceMode", {"id": a2, "maintenance": True}, timeout=60)
+    )
+
+    async def evacuating() -> bool:
+        batches = await lab.client.call("migration.batch.getAll")
+        return any(b["status"] == "running" for b in batches)
+
+    await wait_until(evacuating)
+    error = await lab.error_of("host.setMaintenanceMode", {"id": a2, "maintenance": True})
+    assert error["code"] == 5 and "already being evacuated" in error["data"]["reason"]
+    assert await first is True
+    assert (await lab.get(a2))["enabled"] is False  # the refused call changed nothing
+    assert await running_vms_on(lab, a2) == []
