@@ -42,6 +42,7 @@ log = logging.getLogger("xo_migrate.migrations")
 
 T = TypeVar("T")
 PRUNE_EVERY = 20  # finished batches between two history prunes
+KEEP_FINISHED = 100  # finished batches kept in the database (one can weigh 100s of KiB)
 CHUNK = 16  # VMs planned, or moves started, between two yields to the event loop
 FLUSH_INTERVAL_S = 0.25  # a batch's object is pushed (and saved) at most this often
 
@@ -542,7 +543,7 @@ class BatchService:
         )
         if self._finished_since_prune >= PRUNE_EVERY:
             self._finished_since_prune = 0
-            self._history.prune(self._settings.history_keep)
+            self._history.prune(KEEP_FINISHED)
 
 
 def _is_current(move: BatchMove, obj: dict[str, Any]) -> bool:
