@@ -35,6 +35,7 @@ NAMESPACES: tuple[str, ...] = (
     "xo",
     "server",
     "vm",
+    "host",
     "task",
     "migration",
     "user",

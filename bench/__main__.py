@@ -33,6 +33,7 @@ ORDER = (
     "xapi_calls",
     "scale",
     "large_pools",
+    "batch",
     "conn_memory",
     "sim_throughput",
 )
@@ -42,6 +43,7 @@ TIME_LIMIT_S = {
     "xapi_calls": 60,
     "scale": 90,
     "large_pools": 150,
+    "batch": 90,
     "sim_throughput": 60,
 }
 DEFAULT_LIMIT_S = 60
