@@ -97,7 +97,9 @@ async def _measure(pools: int) -> list[dict[str, Any]]:
         raw = orjson.dumps(await control.call("xo.getAllObjects", {"filter": {"type": "VM"}}))
         listing = orjson.loads(raw)
         one_vm = len(orjson.dumps(next(iter(listing.values()))))
-        names = sorted(v["name_label"] for v in listing.values())[:RENAMES]
+        first_pool = sim.info["pools"][0]["uuid"]  # renames happen in the first pool
+        names = sorted(v["name_label"] for v in listing.values() if v["$pool"] == first_pool)
+        names = names[:RENAMES]
 
         token = await admin_token(http, url)
         clients = await connect_many(http, url, CLIENTS, {"token": token})
