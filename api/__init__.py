@@ -35,6 +35,7 @@ NAMESPACES: tuple[str, ...] = (
     "xo",
     "server",
     "vm",
+    "host",
     "task",
     "migration",
     "user",
@@ -46,8 +47,8 @@ NAMESPACES: tuple[str, ...] = (
     "schedule",
     "tag",
     "sr",
-    # What xo-web's pages ask, with xo-server's answers (XAPI's where it has the data):
-    "host",
+    # What xo-web's pages ask, with xo-server's answers (XAPI's where it has the data;
+    # host.* is above):
     "pool",
     "vif",
     "ip_pool",

@@ -1,4 +1,14 @@
-"""host.*: what xo-web asks about hosts (xo-server api/host.mjs and the xapi mixins).
+"""host.*: xo-server's host methods (xo-server api/host.mjs and the xapi mixins).
+
+`host.setMaintenanceMode {id, maintenance, vmsToForceMigrate?}` has xo-server's contract
+(server/migrations/maintenance.py): `true` disables the host and moves its running VMs to the
+other hosts of its pool, all or nothing (on failure the host is enabled again and the error is
+XAPI's, e.g. "operation blocked" for a VM whose migration is blocked, which xo-web answers by
+calling again with that VM in `vmsToForceMigrate`); `false` enables the host. The evacuation
+runs as a batch (type `migrationBatch`), visible while it runs, and goes on if the caller
+disconnects.
+
+What xo-web's host pages ask:
 
 - `host.isHostServerTimeConsistent {host}`: the host's clock (`host.get_servertime`) within
   30 s of ours; the shift is measured at most once a minute per host.
@@ -14,7 +24,7 @@
 - `host.stats {host, granularity?}`: xen/stats.py.
 
 Objects are resolved with xo-server's permissions ("view", or "administrate" for
-getBiosInfo): without ACLs only admins pass.
+getBiosInfo and isHyperThreadingEnabled): without ACLs only admins pass.
 """
 
 from __future__ import annotations
@@ -25,12 +35,34 @@ from typing import Any
 
 from api.registry import NULL, OPTIONAL, Call, Method, XoParams
 from api.xapi_call import connection_of, plugin_answer_or_none
+from server.migrations.maintenance import HostMaintenance
 from xen.errors import XapiError
 from xen.stats import object_stats
 from xen.wire import datetime_to_seconds
 
 SERVER_TIME_TOLERANCE_MS = 30_000
 SERVER_TIME_MEMO_S = 60.0  # xo-server debounces the clock shift per host for a minute
+
+
+class MaintenanceParams(XoParams):
+    id: str
+    maintenance: bool
+    vmsToForceMigrate: list[str] = OPTIONAL
+
+
+async def set_maintenance_mode(call: Call, params: MaintenanceParams) -> None:
+    maintenance: HostMaintenance = call.state.services["maintenance"]
+    user = call.user
+    await call.state.services["batches"].owned(
+        maintenance.set_mode(
+            call.objects["host"],
+            params.maintenance,
+            list(params.vmsToForceMigrate or []),
+            user_id=user.id if user else None,
+            user_email=user.email if user else None,
+        ),
+        f"maintenance-{params.id}",
+    )
 
 
 class HostParams(XoParams):
@@ -109,6 +141,13 @@ async def stats(call: Call, params: StatsParams) -> dict[str, Any]:
 
 
 METHODS = [
+    Method(
+        "host.setMaintenanceMode",
+        set_maintenance_mode,
+        MaintenanceParams,
+        resolve={"host": ("id", "host")},
+        description="manage the maintenance mode",
+    ),
     Method(
         "host.isHostServerTimeConsistent",
         is_host_server_time_consistent,

@@ -27,8 +27,25 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 MARKER = "@@bench-rows@@"
 # Preferred order; any other module found in bench/ runs after these.
-ORDER = ("rpc", "fanout", "xapi_calls", "scale", "conn_memory", "sim_throughput")
-TIME_LIMIT_S = {"rpc": 60, "fanout": 60, "xapi_calls": 60, "scale": 90, "sim_throughput": 60}
+ORDER = (
+    "rpc",
+    "fanout",
+    "xapi_calls",
+    "scale",
+    "large_pools",
+    "batch",
+    "conn_memory",
+    "sim_throughput",
+)
+TIME_LIMIT_S = {
+    "rpc": 60,
+    "fanout": 60,
+    "xapi_calls": 60,
+    "scale": 90,
+    "large_pools": 150,
+    "batch": 90,
+    "sim_throughput": 60,
+}
 DEFAULT_LIMIT_S = 60
 
 _CHILD = f"""

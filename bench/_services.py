@@ -220,5 +220,13 @@ class SimService:
         for p in self.sim.pools:
             p.reset_stats()
 
+    async def rename(self, pool: int, name: str, new_name: str) -> None:
+        """Rename the VM named `name` of the `pool`-th pool (a change for event.from)."""
+        db = self.sim.pools[pool].db
+        ref = db.find_one("VM", name_label=name)
+        if ref is None:
+            raise KeyError(name)
+        db.update("VM", ref, name_label=new_name)
+
     async def stop(self) -> None:
         await self.sim.stop()

@@ -43,7 +43,13 @@ class ServerConfig:
 
 _SECTIONS: dict[str, set[str]] = {
     "": {"data_dir", "http", "authentication", "api", "pools", "migration"},
-    "migration": {"per_pool_limit", "per_host_limit", "retry_delay", "history_keep"},
+    "migration": {
+        "per_pool_limit",
+        "per_host_limit",
+        "retry_delay",
+        "history_keep",
+        "plan_checks",
+    },
     "http": {"host", "port", "cert", "key", "mounts"},
     "authentication": {
         "default_token_validity",
@@ -190,11 +196,14 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> ServerConfig:
             per_host_limit=int(migration.get("per_host_limit", 3)),
             retry_delay_s=parse_duration_ms(migration.get("retry_delay", "10 seconds")) / 1000,
             history_keep=int(migration.get("history_keep", 1000)),
+            plan_checks=int(migration.get("plan_checks", 8)),
         )
     except ValueError as exc:
         raise ConfigError(f"[migration] {exc}") from None
-    if cfg.migration.per_pool_limit < 1 or cfg.migration.per_host_limit < 1:
+    if min(cfg.migration.per_pool_limit, cfg.migration.per_host_limit) < 1:
         raise ConfigError("[migration] limits must be at least 1")
+    if cfg.migration.plan_checks < 1:
+        raise ConfigError("[migration] plan_checks must be at least 1")
     for entry in data.get("pools", []):
         _check_keys("pools", entry)
         if "url" not in entry or "username" not in entry:

@@ -32,13 +32,19 @@ CREATE INDEX IF NOT EXISTS migrations_status ON migrations(status);
 ACTIVE_STATUSES = ("queued", "running")
 
 
+def open_database(path: Path, schema: str) -> sqlite3.Connection:
+    """The server's database file in WAL mode, with `schema` created if missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(schema)
+    return db
+
+
 class MigrationHistory:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        self._db = open_database(path, SCHEMA)
 
     def close(self) -> None:
         self._db.close()

@@ -109,5 +109,6 @@ class Migration:
             "user": self.user_id,
             "userEmail": self.user_email,
             "method": self.method,
+            "batch": self.request.batch,
             "$pool": plan.source_pool,
         }

@@ -44,6 +44,9 @@ class MigrationRequest:
     # vm.migrate_pool: always storage motion, one network for every VIF.
     storage_motion: bool = False
     target_network: str | None = None
+    # The batch (server/migrations/batches.py) this move belongs to: it waits for a queue
+    # slot even as XenMotion, and is held while its batch is paused.
+    batch: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -226,7 +229,7 @@ def _management_network(store: ObjectStore, host: XoObject) -> XoObject | None:
     return None
 
 
-def _host_sees_sr(store: ObjectStore, host: XoObject, sr_id: str | None) -> bool:
+def host_sees_sr(store: ObjectStore, host: XoObject, sr_id: str | None) -> bool:
     sr = _maybe(store, sr_id)
     if sr is None:
         return False
@@ -248,7 +251,7 @@ def _network_warnings(store: ObjectStore, host: XoObject, network: XoObject) -> 
     return [f"host have no PIF in the network: host {host['id']} network {network['id']}"]
 
 
-def _disk_vbds(store: ObjectStore, vm: XoObject) -> list[tuple[XoObject, XoObject, bool]]:
+def disk_vbds(store: ObjectStore, vm: XoObject) -> list[tuple[XoObject, XoObject, bool]]:
     """(VBD, VDI, is_snapshot) for every Disk VBD of the VM and of its snapshots; snapshot
     VDIs whose parent is alive are skipped: XAPI moves them with their parent."""
     out: list[tuple[XoObject, XoObject, bool]] = []
@@ -361,7 +364,7 @@ def make_plan(store: ObjectStore, req: MigrationRequest) -> Plan:
         else:
             plan.migration_network_reason = "XAPI's default (the management network)"
         # Report the disks too (they stay), so a user sees what would happen.
-        for vbd, vdi, is_snapshot in _disk_vbds(store, vm):
+        for vbd, vdi, is_snapshot in disk_vbds(store, vm):
             plan.disks.append(_disk(store, vbd, vdi, is_snapshot, vdi.get("$SR"), "stays", False))
         return plan
 
@@ -428,13 +431,13 @@ def complete_storage_plan(
     plan.migration_network_ref = mignet["_xapiRef"]
 
     default_sr_id = target_pool.get("default_SR")
-    for vbd, vdi, is_snapshot in _disk_vbds(store, vm):
+    for vbd, vdi, is_snapshot in disk_vbds(store, vm):
         target: XoObject | None
         if vdi["id"] in vdi_targets:
             target, reason = vdi_targets[vdi["id"]], "explicit map"
         elif sr is not None:
             target, reason = sr, "sr param"
-        elif _host_sees_sr(store, host, vdi.get("$SR")):
+        elif host_sees_sr(store, host, vdi.get("$SR")):
             target, reason = store.get(vdi["$SR"]), "still reachable from the target host"
         elif default_sr_id and (default := store.get(default_sr_id)) is not None:
             target, reason = default, "the target pool's default SR"

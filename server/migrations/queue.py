@@ -8,6 +8,9 @@ FIFO is per limit: the oldest waiting migration whose pool and host both have a 
 admitted first; a migration blocked only by its own busy host does not hold back the others
 of its pool (no head-of-line blocking), but one that arrived earlier for a free slot always
 goes before.
+
+A ticket may belong to a group (a batch of moves): while its group is paused, it keeps its
+place in the line but is not admitted (`pause` / `resume`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class Ticket:
     key: str  # the migration id
     pool: str
     host: str
+    group: str | None = None
     admitted: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -35,6 +39,7 @@ class AdmissionQueue:
         self.per_host = max(1, per_host)
         self._waiting: list[Ticket] = []
         self._running: dict[str, Ticket] = {}
+        self._paused: set[str] = set()
         self._on_change = on_change
 
     def running_in_pool(self, pool: str) -> int:
@@ -43,9 +48,22 @@ class AdmissionQueue:
     def running_on_host(self, host: str) -> int:
         return sum(1 for t in self._running.values() if t.host == host)
 
-    async def acquire(self, key: str, pool: str, host: str) -> None:
+    def holds(self, key: str) -> bool:
+        """`key` has a slot (admitted, or held)."""
+        return key in self._running
+
+    def pause(self, group: str) -> None:
+        """The group's waiting tickets are no longer admitted (they keep their place)."""
+        self._paused.add(group)
+
+    def resume(self, group: str) -> None:
+        if group in self._paused:
+            self._paused.discard(group)
+            self._pump()
+
+    async def acquire(self, key: str, pool: str, host: str, group: str | None = None) -> None:
         """Wait for a slot; cancelling the waiter leaves the line."""
-        ticket = Ticket(key, pool, host)
+        ticket = Ticket(key, pool, host, group)
         self._waiting.append(ticket)
         self._pump()
         try:
@@ -94,6 +112,8 @@ class AdmissionQueue:
     def _pump(self) -> None:
         admitted = False
         for ticket in list(self._waiting):
+            if ticket.group in self._paused:
+                continue
             if (
                 self.running_in_pool(ticket.pool) < self.per_pool
                 and self.running_on_host(ticket.host) < self.per_host

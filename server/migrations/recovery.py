@@ -81,6 +81,8 @@ class MigrationRecovery:
         self._pools = pools
         self._runner = runner
         self._owner = owner
+        # The re-queueing tasks started by `recover` (the batches wait for them).
+        self.pending: list[asyncio.Task[None]] = []
 
     def recover(self) -> None:
         """Running migrations are adopted at once (they hold their VM and queue slot before
@@ -93,7 +95,8 @@ class MigrationRecovery:
                 )
                 self._owner.adopt(m, self._resume)
             else:
-                self._owner.spawn(self._requeue(record, request), f"recover-{record['id']}")
+                task = self._owner.spawn(self._requeue(record, request), f"recover-{record['id']}")
+                self.pending.append(task)
 
     # -- running at the stop -------------------------------------------------------------
 

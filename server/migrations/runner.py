@@ -184,7 +184,13 @@ class MigrationRunner:
         plan = m.plan
         src = self._pools.connection(plan.source_pool)
         if not plan.storage_motion:
-            m.new_tracker()
+            if m.request.batch:
+                # A batch's XenMotion waits its turn too: the limits and pause apply to it.
+                await self._admit(m)
+                m.new_tracker()
+                self._owner.publish(m, persist=True)
+            else:
+                m.new_tracker()
             options = {"force": "true" if m.request.force else "false"}
             if plan.migration_network_ref:
                 options["network"] = plan.migration_network_ref
@@ -202,12 +208,20 @@ class MigrationRunner:
             self._owner.publish(m, persist=True)
         await self._storage_motion(m, src)
 
-    async def _storage_motion(self, m: Migration, src: PoolConnection) -> None:
+    async def _admit(self, m: Migration) -> None:
+        """Wait for a queue slot (unless held already: a fallback keeps its slot)."""
         plan = m.plan
-        await self._queue.acquire(m.id, plan.source_pool, plan.source_host or plan.source_pool)
+        if not self._queue.holds(m.id):
+            await self._queue.acquire(
+                m.id, plan.source_pool, plan.source_host or plan.source_pool, m.request.batch
+            )
         m.queue_position = None
         m.status = "running"
         m.started = m.started or time.time()
+
+    async def _storage_motion(self, m: Migration, src: PoolConnection) -> None:
+        plan = m.plan
+        await self._admit(m)
         m.new_tracker()
         self._owner.publish(m, persist=True)
         dst = self._pools.connection(plan.target_pool)

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from server import errors
@@ -68,6 +68,9 @@ class MigrationService:
         self._flush_scheduled = False
         self._finished_since_prune = 0
         self._stopped = False
+        self._in_line: set[str] = set()  # migrations last published with a queue position
+        # Told of each migration as it ends, before its queue slot is given back (batches).
+        self.finish_listeners: list[Callable[[Migration], None]] = []
         self._connections = PoolConnections(pools, self.settings)
         self._runner = MigrationRunner(store, self._connections, self.queue, self.settings, self)
         self._recovery = MigrationRecovery(store, history, self._connections, self._runner, self)
@@ -92,6 +95,10 @@ class MigrationService:
     @property
     def closing(self) -> bool:
         return self._closing
+
+    async def recovered(self) -> None:
+        """Return once the migrations found queued at start are queued again (or closed)."""
+        await asyncio.gather(*self._recovery.pending, return_exceptions=True)
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """A background task of the service's (cancelled and awaited by `aclose`)."""
@@ -119,6 +126,10 @@ class MigrationService:
                 out.append(record)
         out.sort(key=lambda r: r["created"], reverse=True)
         return out[:limit]
+
+    def live_for_vm(self, vm: str) -> Migration | None:
+        """The VM's queued or running migration, if any."""
+        return self._by_vm.get(vm)
 
     def plan(self, req: MigrationRequest) -> Plan:
         try:
@@ -166,7 +177,7 @@ class MigrationService:
             )
         plan = self.plan(req)
         m = Migration(req, method, user_id, user_email, plan)
-        m.status = "queued" if plan.storage_motion else "running"
+        m.status = "queued" if plan.storage_motion or req.batch else "running"
         if m.status == "running":
             m.started = time.time()
         self._migrations[m.id] = m
@@ -188,7 +199,7 @@ class MigrationService:
         its VM and its queue slot, and `work` follows it to the end."""
         self._migrations[m.id] = m
         self._by_vm[m.request.vm] = m
-        if m.plan.storage_motion:
+        if m.plan.storage_motion or m.request.batch:
             self.queue.hold(m.id, m.plan.source_pool, m.plan.source_host or m.plan.source_pool)
         self.task_started(m)
         self._launch(m, work)
@@ -309,6 +320,8 @@ class MigrationService:
         m.in_xapi_task = False
         if status == "success" and m.tracker is not None:
             m.tracker.finish()
+        for listener in self.finish_listeners:
+            listener(m)
         self.queue.release(m.id)
         if self._by_vm.get(m.request.vm) is m:
             del self._by_vm[m.request.vm]
@@ -350,6 +363,13 @@ class MigrationService:
         """Put the migration's object in the live collection; `persist`: in the history too."""
         if m.status == "queued":
             m.queue_position = self.queue.position(m.id)
+        self._put(m, persist=persist)
+
+    def _put(self, m: Migration, *, persist: bool = False) -> None:
+        if m.queue_position is None:
+            self._in_line.discard(m.id)
+        else:
+            self._in_line.add(m.id)
         record = m.to_xo()
         self.store.set(record)
         if persist:
@@ -373,10 +393,20 @@ class MigrationService:
 
     def _queue_changed(self) -> None:
         # One pass for every place in the line: a change re-numbers all who wait behind it.
-        for key, place in self.queue.positions().items():
+        places = self.queue.positions()
+        for key, place in places.items():
             m = self._migrations.get(key)
             if m is not None and m.queue_position != place:
-                self.publish(m)
+                m.queue_position = place
+                self._put(m)
+        # Those admitted leave the line now, not when their runner next runs: no two
+        # migrations ever show the same place.
+        for key in [k for k in self._in_line if k not in places]:
+            m = self._migrations.get(key)
+            self._in_line.discard(key)
+            if m is not None:
+                m.queue_position = None
+                self._put(m)
 
     def _on_changes(self, changes: ChangeSet) -> None:
         if not self._by_task:

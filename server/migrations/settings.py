@@ -15,3 +15,4 @@ class MigrationSettings:
     finished_visible_s: float = 3600.0  # finished migrations stay in the live collection
     recover_wait_s: float = 60.0  # how long to wait for a lost or not yet connected pool
     arrival_wait_s: float = 10.0  # after success, how long to wait to see the VM on its target
+    plan_checks: int = 8  # XAPI dry runs (VM.assert_can_migrate) at once while planning a batch

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from server.config import ConfigError, load_config, parse_config
+from server.migrations.settings import MigrationSettings
 from tests.server.xo_client import XoClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +30,7 @@ def test_example_config_parses_to_the_defaults() -> None:
     assert cfg.mounts == {}
     assert cfg.signin.session_cookie_validity_ms == 10 * 3600e3
     assert cfg.signin.permanent_cookie_validity_ms == 30 * 86400e3
+    assert cfg.migration == MigrationSettings()  # every [migration] key shown at its default
 
 
 def test_mounts_and_web_sign_in_validities(tmp_path: Path) -> None:
@@ -59,6 +61,13 @@ permanent_cookie_validity = "7 days"
     ):
         with pytest.raises(ConfigError):
             parse_config(bad, tmp_path)
+
+
+def test_migration_keys(tmp_path: Path) -> None:
+    cfg = parse_config({"migration": {"plan_checks": 2, "per_pool_limit": 5}}, tmp_path)
+    assert (cfg.migration.plan_checks, cfg.migration.per_pool_limit) == (2, 5)
+    with pytest.raises(ConfigError, match="plan_checks"):
+        parse_config({"migration": {"plan_checks": 0}}, tmp_path)
 
 
 def test_pools_and_strictness(tmp_path: Path) -> None:

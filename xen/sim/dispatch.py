@@ -16,6 +16,7 @@ from xen.sim import (  # noqa: F401 - they register their messages
     certs,
     clock,
     events,
+    hosts,
     migration,
     plugins,
     secureboot,
