@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 _MISS = object()
+_SWEEP_FROM = 16  # entries: below this, expired ones are dropped when read
 
 
 class TtlMemo:
@@ -59,10 +60,11 @@ class TtlMemo:
 
     def _store(self, key: Hashable, ttl: float, value: Any) -> None:
         now = self._clock()
-        if len(self._entries) >= self._max_entries:
+        if len(self._entries) >= _SWEEP_FROM:
+            # Expired answers (a stats download can weigh megabytes) do not wait to be read.
             self._entries = {k: e for k, e in self._entries.items() if e[0] > now}
-            if len(self._entries) >= self._max_entries:
-                self._entries.pop(next(iter(self._entries)))  # the oldest insertion
+        if len(self._entries) >= self._max_entries:
+            self._entries.pop(next(iter(self._entries)))  # the oldest insertion
         self._entries[key] = (now + ttl, value)
 
     def __len__(self) -> int:

@@ -3,9 +3,10 @@
 How: ask the host for its clock (`host.get_servertime`), then GET
 `/rrd_updates?cf=AVERAGE&host=true&interval=<step>&json=true&start=<clock - step*(points-1)>` on
 the host that runs the object (it answers for itself and every VM it runs). One download per
-host and granularity is reused while it is less than one step old, for all the objects of that
-host. The legend entries `AVERAGE:<host|vm>:<uuid>:<data source>` of the object asked for are
-mapped by the METRICS table below to xo-server's paths, rows oldest first:
+host and granularity is reused while it is less than one step (and at most a minute) old, for
+all the objects of that host. The legend entries `AVERAGE:<host|vm>:<uuid>:<data source>` of
+the object asked for are mapped by the METRICS table below to xo-server's paths, rows oldest
+first:
 
     {"endTimestamp": <meta.end>, "interval": <step>, "stats": {"cpus": {"0": [..]}, ...}}
 
@@ -29,6 +30,7 @@ from xen.wire import datetime_to_seconds
 
 STEP_BY_GRANULARITY = {"seconds": 5, "minutes": 60, "hours": 3600, "days": 86400}
 POINTS_BY_STEP = {5: 120, 60: 120, 3600: 168, 86400: 366}
+MAX_DOWNLOAD_REUSE_S = 60
 _LEGEND = re.compile(r"^AVERAGE:([^:]+):(.+):(.+)$")
 
 
@@ -151,7 +153,10 @@ async def object_stats(
         )
         return parse_rrd_updates(body)
 
-    rrd = await conn.memo.get(("rrd_updates", host["uuid"], step), step, download)
+    # xo-server reuses a download for one step; a minute at most here: hourly and daily rows
+    # change slowly, and a day-long download should not be held for a day.
+    ttl = min(step, MAX_DOWNLOAD_REUSE_S)
+    rrd = await conn.memo.get(("rrd_updates", host["uuid"], step), ttl, download)
     return extract(rrd, uuid, step, now)
 
 
