@@ -96,6 +96,18 @@ class _Conversion:
             self.missing.append(ref)
         return obj_id
 
+    def ids_of(self, refs: list[str], target: str | None = None) -> list[str]:
+        # One call per ref set, not per ref: the sets of 10,000 objects are most of a sync.
+        ids = self._cache._ids
+        out = []
+        for ref in refs:
+            obj_id = ids.get(ref)
+            if obj_id is not None:
+                out.append(obj_id)
+            elif ref != NULL_REF and ref and (target is None or self._cache.follows(target)):
+                self.missing.append(ref)
+        return out
+
     def read(self, ref: str) -> Record | None:
         if ref == NULL_REF or not ref:
             return None

@@ -53,6 +53,10 @@ class Linker(Protocol):
         `target` is the class the ref points to, when the datamodel says."""
         ...
 
+    def ids_of(self, refs: list[str], target: str | None = None) -> list[str]:
+        """`id_of` for each ref of a ref set, those not known (yet) left out."""
+        ...
+
     def read(self, ref: str) -> Record | None:
         """Another object: its XO shape, or its raw record for SIDES / READ_ONLY classes and
         RAW_KEPT ones; marks a dependency (this object is converted again when it changes)."""
@@ -139,13 +143,10 @@ def link(name: str) -> Rule:
 
 def links(name: str) -> Rule:
     def rule(s: Src) -> list[str]:
-        target = REF_FIELDS.get(s.cls, {}).get(name)
-        out = []
-        for ref in s.r.get(name) or ():
-            obj_id = s.id(ref, target)
-            if obj_id is not None:
-                out.append(obj_id)
-        return out
+        refs = s.r.get(name)
+        if not refs:
+            return []
+        return s.linker.ids_of(refs, REF_FIELDS.get(s.cls, {}).get(name))
 
     return rule
 

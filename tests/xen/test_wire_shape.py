@@ -46,6 +46,9 @@ class FakeLinker:
             self.missing.append(ref)
         return self.ids.get(ref)
 
+    def ids_of(self, refs: list[str], target: str | None = None) -> list[str]:
+        return [i for r in refs if (i := self.id_of(r, target)) is not None]
+
     def read(self, ref: str) -> dict | None:
         return self.records.get(ref)
 
