@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -23,11 +24,13 @@ from typing import Any
 from aiohttp import web
 
 import api
-from server.auth import Authenticator, load_secret
+from server import datadir
+from server.auth import Authenticator
 from server.config import ServerConfig
 from server.credentials import CredentialCipher
 from server.db import Database, ServerRecord
 from server.dispatch import Dispatcher
+from server.guard import ConnectionGuard
 from server.http_rpc import handle_api_post
 from server.oneshot import OneShotUrls
 from server.push import PushHub
@@ -40,6 +43,7 @@ log = logging.getLogger("xo_migrate.app")
 
 STATE = web.AppKey("state", ServerState)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+GUARD = web.AppKey("guard", ConnectionGuard)
 
 
 def _pool_manager_class() -> Any:
@@ -52,8 +56,15 @@ def _pool_manager_class() -> Any:
 
 
 def build_state(config: ServerConfig, store: ObjectStore | None = None) -> ServerState:
-    cipher = CredentialCipher(load_secret(config.data_dir / "secret.key"))
-    db = Database(config.data_dir / "xo-migrate.db", cipher)
+    """Raises DataDirError (one line) when the data dir is unusable (server/datadir.py)."""
+    secret, new_secret = datadir.prepare(config.data_dir)
+    db_path = config.data_dir / datadir.DB_NAME
+    try:
+        db = Database(db_path, CredentialCipher(secret))
+    except sqlite3.Error as exc:
+        raise datadir.DataDirError(f"cannot open database {db_path}: {exc}") from None
+    if new_secret:
+        datadir.keep_secret(config.data_dir, secret)
     store = store if store is not None else ObjectStore(config.push_min_interval_s)
     return ServerState(
         config=config,
@@ -71,6 +82,9 @@ def build_app(config: ServerConfig, store: ObjectStore | None = None) -> web.App
     state = build_state(config, store)
     app[STATE] = state
     app[DISPATCHER] = Dispatcher(state)
+    # Serve with server.guard.GuardedSite (connection caps and deadlines).
+    app[GUARD] = guard = ConnectionGuard(config.connections)
+    app.middlewares.append(guard.middleware)
     app.router.add_get("/api/", handle_api_socket)
     app.router.add_post("/api/", handle_api_post)
     app.router.add_route("GET", "/api/{token}", state.oneshot.handle)
@@ -110,6 +124,7 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         if state.pools is not None:
             await state.pools.aclose()
         state.push.close()
+        state.auth.close()
         state.db.close()
         log.info("event=stopped")
 

@@ -6,6 +6,11 @@ all, exactly as xo-server. Each request gets exactly one response with its id ec
 Synchronous methods are answered inline; coroutine methods run as tasks owned by the
 connection (so a long call never blocks the others and is cancelled when the socket closes).
 A token sign-in sets an expiration: the first message after it closes the socket silently.
+
+Connections are kept honest: a ping every `websocket_heartbeat` (no pong within half of it
+closes the socket), and a socket nobody is signed in on (never, or no more) is closed after
+`unauthenticated_timeout` with code 1008 (policy violation). A message may be exactly
+`max_message_size` bytes; one byte more closes the socket with 1009.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ _CLOSE_TIMEOUT_S = 2.0
 # Requests of one connection running at once; past this the socket is not read until one ends
 # (backpressure on that client only; xo-lib never comes close).
 MAX_INFLIGHT = 1024
+_CLOSED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
 
 
 async def handle_api_socket(request: web.Request) -> web.StreamResponse:
@@ -40,10 +46,13 @@ async def handle_api_socket(request: web.Request) -> web.StreamResponse:
     if request.query_string:
         # xo-server only upgrades when the URL is exactly "/api/".
         raise web.HTTPNotFound()
+    limits = state.config.connections
     ws = web.WebSocketResponse(
         compress=False,  # one serialization per change for every client: no per-socket deflate
-        max_msg_size=state.config.max_message_size,
+        # aiohttp refuses a message of exactly `max_msg_size` bytes: allow that one.
+        max_msg_size=state.config.max_message_size + 1,
         autoping=True,
+        heartbeat=limits.websocket_heartbeat_s or None,
     )
     if not ws.can_prepare(request).ok:
         return web.Response(status=426, text="WebSocket upgrade required\n")
@@ -67,8 +76,26 @@ async def handle_api_socket(request: web.Request) -> web.StreamResponse:
     conn = Connection(remote, hub=state.push, send=send, kick=kick)
     state.connections.add(conn)
     log.debug("event=ws_open conn=%d remote=%s", conn.id, remote)
+    loop = asyncio.get_running_loop()
+    anonymous_for = limits.unauthenticated_timeout_s
+    deadline: float | None = None  # while nobody is signed in: when the socket is closed
     try:
-        async for msg in ws:
+        while True:
+            timeout = None
+            if conn.user is not None or anonymous_for <= 0:
+                deadline = None
+            else:
+                if deadline is None:
+                    deadline = loop.time() + anonymous_for
+                timeout = max(0.0, deadline - loop.time())
+            try:
+                msg = await ws.receive(timeout)
+            except TimeoutError:
+                if conn.user is not None:
+                    continue  # a sign-in finished meanwhile
+                log.info("event=ws_unauthenticated_timeout conn=%d remote=%s", conn.id, remote)
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"sign in required")
+                break
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                 if conn.expiration is not None and conn.expired():
                     log.info("event=session_expired conn=%d remote=%s", conn.id, remote)
@@ -83,6 +110,8 @@ async def handle_api_socket(request: web.Request) -> web.StreamResponse:
                     await conn.wait_for_capacity(MAX_INFLIGHT)
             elif msg.type is WSMsgType.ERROR:
                 log.info("event=ws_error conn=%d error=%r", conn.id, ws.exception())
+            elif msg.type in _CLOSED:
+                break
     finally:
         state.connections.discard(conn)
         await conn.aclose()
