@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from server.config import ConfigError, load_config, parse_config
+from server.auth import AuthSettings
+from server.config import ConfigError, ServerConfig, load_config, parse_config
+from server.guard import ConnectionLimits
+from server.limits import InputLimits
+from tests.server.serve_process import ROOT, free_port, spawn_serve, wait_listening
 from tests.server.xo_client import XoClient
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_example_config_parses_to_the_defaults() -> None:
@@ -25,6 +26,52 @@ def test_example_config_parses_to_the_defaults() -> None:
     assert cfg.auth.default_token_validity_ms == 30 * 86400e3
     assert cfg.auth.throttling_delay_s == 2.0
     assert cfg.pools == []
+    # Every limit is in the example, with its default value.
+    assert cfg.auth == AuthSettings()
+    assert cfg.limits == InputLimits()
+    assert cfg.connections == ConnectionLimits()
+    defaults = ServerConfig()
+    assert (cfg.allowed_origins, cfg.log_burst, cfg.log_window_s) == (
+        defaults.allowed_origins,
+        defaults.log_burst,
+        defaults.log_window_s,
+    )
+
+
+def test_limits_are_parsed_and_checked(tmp_path: Path) -> None:
+    text = """
+[http]
+max_connections_per_address = 3
+header_timeout = "2 s"
+allowed_origins = ["https://xo.example.org"]
+[api]
+unauthenticated_timeout = 0
+[authentication]
+scrypt_n = 16384
+failures_per_address = 4
+[limits]
+max_depth = 4
+[log]
+repeat_burst = 2
+"""
+    cfg = parse_config(tomllib.loads(text), tmp_path)
+    assert cfg.connections.max_connections_per_address == 3
+    assert cfg.connections.header_timeout_s == 2.0
+    assert cfg.connections.unauthenticated_timeout_s == 0.0
+    assert cfg.allowed_origins == ["https://xo.example.org"]
+    assert (cfg.auth.scrypt_n, cfg.auth.failures_per_address) == (16384, 4)
+    assert cfg.limits.max_depth == 4 and cfg.log_burst == 2
+    for bad in (
+        {"authentication": {"scrypt_n": 1000}},
+        {"authentication": {"checks_per_address": 0}},
+        {"limits": {"max_depth": "deep"}},
+        {"limits": {"max_nesting": 3}},
+        {"http": {"header_timeout": 0}},
+        {"http": {"allowed_origins": "https://x"}},
+        {"log": {"repeat_burst": True}},
+    ):
+        with pytest.raises(ConfigError):
+            parse_config(bad, tmp_path)
 
 
 def test_pools_and_strictness(tmp_path: Path) -> None:
@@ -53,34 +100,15 @@ allow_unauthorized = true
         parse_config({"authentication": {"throttling_delay": "soon"}}, tmp_path)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(60)
 async def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "xo.toml"
     config.write_text(f'data_dir = "{tmp_path / "data"}"\n[http]\nport = {port}\n')
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "server.cli",
-        "serve",
-        "--config",
-        str(config),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    proc = await spawn_serve(config)
     try:
-        line = b""
-        while b"xo-cli register" not in line:
-            line = await asyncio.wait_for(proc.stdout.readline(), 20)  # type: ignore[union-attr]
-            assert line, "server exited early"
+        line = await wait_listening(proc)
+        assert line is not None, "server exited early"
         assert f"xo-cli register http://127.0.0.1:{port} admin@admin.net admin".encode() in line
         client = await XoClient.connect(f"ws://127.0.0.1:{port}/api/")
         assert (await client.sign_in())["email"] == "admin@admin.net"
@@ -103,7 +131,7 @@ async def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
 async def test_demo_serves_the_embedded_lab_and_its_printed_commands_work(tmp_path: Path) -> None:
     """`make demo` = `xo-migrate serve` without a config: the simulated lab in-process, and
     the example commands it prints can be run as they are."""
-    port = _free_port()
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
