@@ -5,7 +5,8 @@ cookie xo-cli sends); without either the caller is anonymous (public methods onl
 expired token is 401 with a code 3 error. A cookie-authenticated request must pass the
 cross-site check (server/crosssite.py: same origin, `application/json`), else 403. A body
 over `max_message_size` is 413, one not received within `body_timeout` 408. Unlike the WebSocket (which mirrors xo-server's
-silence), HTTP follows JSON-RPC 2.0 to the letter: batches are allowed, invalid JSON gets
+silence), HTTP follows JSON-RPC 2.0 to the letter: batches are allowed (up to `max_items`
+requests), invalid JSON gets
 -32700 and invalid requests -32600 (id null), and a body of notifications only gets 204.
 """
 
@@ -68,6 +69,10 @@ async def handle_api_post(request: web.Request) -> web.StreamResponse:
         if isinstance(msg, list):
             if not msg:
                 return _invalid(400)
+            limit = state.config.limits.max_items
+            if len(msg) > limit:
+                too_many = errors.RpcError(-32600, f"batch of more than {limit} requests")
+                return _http_error(400, too_many)
             frames = await asyncio.gather(*(_one(dispatcher, conn, m) for m in msg))
             body = [f for f in frames if f is not None]
             if not body:

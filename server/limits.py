@@ -2,7 +2,8 @@
 
 Every JSON-RPC call's params (and every REST body) are walked once, iteratively, before
 validation: no string (value or key) longer than `max_string_length`, no nesting deeper than
-`max_depth`. That bounds whatever a method parses or stores afterwards, so a deep or huge
+`max_depth`, no object or array of more than `max_items` entries (and no POST batch of more
+requests). That bounds whatever a method parses or stores afterwards, so a deep or huge
 value can neither overflow a recursive function nor be stored and break other users' answers
 later. Finer limits apply where a value is parsed (string filters) or kept per user
 (preferences, tokens, one-shot download URLs).
@@ -20,6 +21,7 @@ from server import errors
 class InputLimits:
     max_string_length: int = 4096  # characters of any string in params (and of any key)
     max_depth: int = 16  # nesting of objects/arrays in params (the params object is 1)
+    max_items: int = 10_000  # entries of one object/array in params; requests in a batch
     max_filter_length: int = 1024  # characters of a string filter (xo.getAllObjects, REST)
     max_filter_terms: int = 32  # terms of a string filter
     max_preferences_size: int = 64 * 1024  # bytes of a user's preferences, as JSON
@@ -29,10 +31,14 @@ class InputLimits:
 def check_params(value: dict[str, Any] | list[Any], limits: InputLimits) -> None:
     """Raise `invalid parameters` (code 10, Ajv-shaped) at the first string too long or
     container too deep; linear in the size of `value`, no recursion."""
-    max_length, max_depth = limits.max_string_length, limits.max_depth
+    max_length, max_depth, max_items = limits.max_string_length, limits.max_depth, limits.max_items
     stack: list[tuple[Any, int, tuple[str | int, ...]]] = [(value, 1, ())]
     while stack:
         node, depth, path = stack.pop()
+        if len(node) > max_items:
+            raise invalid_value(
+                pointer(path), "maxItems", max_items, f"must NOT have more than {max_items} items"
+            )
         items = node.items() if type(node) is dict else enumerate(node)
         for key, item in items:
             if type(key) is str and len(key) > max_length:

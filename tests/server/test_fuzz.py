@@ -146,7 +146,10 @@ async def exchange(port: int, frames: list[str | bytes]) -> None:
         _, slowest = await slowest_answer_during(
             lambda: bystander.call("system.getVersion"), send_all()
         )
-        assert slowest < BYSTANDER_BUDGET_S, slowest
+        # Reading and parsing a frame costs its size (tens of ms per MiB, more on a busy
+        # machine): the 10 MiB frames of test_pathological_frames get that on top.
+        mib = sum(len(f) for f in frames) / 2**20
+        assert slowest < BYSTANDER_BUDGET_S + 0.05 * mib, (slowest, mib)
         got = [orjson.loads(f) for f in client.frames if orjson.loads(f).get("id") != "sentinel"]
         assert len(got) == len(replies), (frames, client.frames)
         for message in got:
@@ -367,6 +370,9 @@ async def fields_exchange(
     try:
         # A token, not the password: the fuzzed sign-ins' failures throttle password ones.
         await client.call("session.signIn", {"token": token})
+        # Encoded before the measurement: this test's own work must not count.
+        req_id = client.next_id()
+        frame = json.dumps({"id": req_id, "jsonrpc": "2.0", "method": method, "params": params})
 
         async def call() -> None:
             if params is None:
@@ -385,8 +391,6 @@ async def fields_exchange(
                             assert resp.status == 400 and len(str(resp.url)) > 8000
                 await client.call("token.deleteOwn", {"tokens": [token]})
                 return
-            req_id = client.next_id()
-            frame = json.dumps({"id": req_id, "jsonrpc": "2.0", "method": method, "params": params})
             response = await client.request_raw(frame, req_id, timeout=20)
             if "error" in response:
                 assert type(response["error"]["code"]) is int
