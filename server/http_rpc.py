@@ -4,10 +4,10 @@ Authentication: `Authorization: Bearer <token>` or the `authenticationToken` coo
 cookie xo-cli sends); without either the caller is anonymous (public methods only). A bad or
 expired token is 401 with a code 3 error. A cookie-authenticated request must pass the
 cross-site check (server/crosssite.py: same origin, `application/json`), else 403. A body
-over `max_message_size` is 413, one not received within `body_timeout` 408. Unlike the WebSocket (which mirrors xo-server's
-silence), HTTP follows JSON-RPC 2.0 to the letter: batches are allowed (up to `max_items`
-requests), invalid JSON gets
--32700 and invalid requests -32600 (id null), and a body of notifications only gets 204.
+over `max_message_size` is 413, one not received within `body_timeout` 408. Unlike the
+WebSocket (which mirrors xo-server's silence), HTTP follows JSON-RPC 2.0 to the letter:
+batches are allowed (up to `max_items` requests), invalid JSON gets -32700 and invalid
+requests -32600 (id null), and a body of notifications only gets 204.
 """
 
 from __future__ import annotations
