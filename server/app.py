@@ -36,7 +36,7 @@ from server.oneshot import OneShotUrls
 from server.push import PushHub
 from server.rest import register as register_rest
 from server.state import ServerState
-from server.websocket import handle_api_socket
+from server.websocket import close_anonymous, handle_api_socket
 from xen.store import ObjectStore
 
 log = logging.getLogger("xo_migrate.app")
@@ -83,8 +83,7 @@ def build_app(config: ServerConfig, store: ObjectStore | None = None) -> web.App
     app[STATE] = state
     app[DISPATCHER] = Dispatcher(state)
     # Serve with server.guard.GuardedSite (connection caps and deadlines).
-    app[GUARD] = guard = ConnectionGuard(config.connections)
-    app.middlewares.append(guard.middleware)
+    app[GUARD] = ConnectionGuard(config.connections)
     app.router.add_get("/api/", handle_api_socket)
     app.router.add_post("/api/", handle_api_post)
     app.router.add_route("GET", "/api/{token}", state.oneshot.handle)
@@ -111,6 +110,8 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
             await state.pools.add(rec.to_pool_config())
     else:
         log.warning("event=pools_unavailable reason=xen.pools_missing")
+    timeout = state.config.connections.unauthenticated_timeout_s
+    sweeper = asyncio.create_task(close_anonymous(state, timeout)) if timeout > 0 else None
     try:
         async with contextlib.AsyncExitStack() as services:
             for hook in api.lifespans():
@@ -121,6 +122,9 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
             yield
             # Sockets are closed by now (on_shutdown): no request can reach a stopped service.
     finally:
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
         if state.pools is not None:
             await state.pools.aclose()
         state.push.close()

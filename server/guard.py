@@ -8,9 +8,10 @@ listening socket is served through `GuardedSite`, whose protocol sits in front o
   the process's open-file limit, so `accept()` never fails with EMFILE) and per client address
   (`max_connections_per_address`; an IPv6 /64 is one client, server/netaddr.py). A connection
   over a cap is closed at once, before any byte is read;
-- a deadline for the TLS handshake plus the first request's head (`header_timeout`): silent
-  connections and slowloris heads are closed. TLS is started by the guard itself (asyncio's
-  `start_tls`), after the caps, so handshakes in progress count against them too;
+- a deadline for the TLS handshake plus the first request's head (`header_timeout`, met when
+  the head's blank line arrives): silent connections and slowloris heads are closed. TLS is
+  started by the guard itself (asyncio's `start_tls`), after the caps, so handshakes in
+  progress count against them too;
 - after that, aiohttp's keep-alive timeout bounds idle connections and the heads of later
   requests; request bodies are read within `body_timeout` (server/http_body.py); WebSockets
   have heartbeats and a deadline to sign in (server/websocket.py).
@@ -26,7 +27,7 @@ import contextlib
 import logging
 import resource
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -70,9 +71,6 @@ class ConnectionGuard:
         self.limits = limits
         self.total = 0
         self.per_address: dict[str, int] = {}
-        # Connections whose first request head has not arrived, by the transport aiohttp
-        # hands to the request: the middleware clears the deadline.
-        self._awaiting_head: dict[Any, _GuardedProtocol] = {}
 
     @property
     def max_connections(self) -> int:
@@ -100,22 +98,6 @@ class ConnectionGuard:
         else:
             self.per_address.pop(key, None)
 
-    @web.middleware
-    async def middleware(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]
-    ) -> Any:
-        if self._awaiting_head:
-            conn = self._awaiting_head.pop(request.transport, None)
-            if conn is not None:
-                conn.head_received()
-        return await handler(request)
-
-    def awaiting_head(self, transport: Any, conn: _GuardedProtocol) -> None:
-        self._awaiting_head[transport] = conn
-
-    def head_done(self, transport: Any) -> None:
-        self._awaiting_head.pop(transport, None)
-
 
 class _GuardedProtocol(asyncio.Protocol):
     """In front of one aiohttp RequestHandler: admission, TLS, the first-head deadline."""
@@ -123,6 +105,7 @@ class _GuardedProtocol(asyncio.Protocol):
     __slots__ = (
         "_early",
         "_guard",
+        "_head_tail",
         "_inner",
         "_key",
         "_lost",
@@ -141,6 +124,7 @@ class _GuardedProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._transport: Any = None
         self._early = b""
+        self._head_tail = b""
         self._lost = False
 
     def connection_made(self, base: asyncio.BaseTransport) -> None:
@@ -190,16 +174,22 @@ class _GuardedProtocol(asyncio.Protocol):
             return
         self._transport = transport
         self._inner = self._make_inner()
-        self._guard.awaiting_head(transport, self)
         self._inner.connection_made(transport)
         if self._early:
             early, self._early = self._early, b""
             self._inner.data_received(early)
 
-    def head_received(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _watch_head(self, data: bytes) -> None:
+        """The first request head is complete at its blank line: then its deadline is off.
+        Only the end of the previous chunk matters for a blank line split across two."""
+        seen = self._head_tail + data
+        if b"\r\n\r\n" in seen or b"\n\n" in seen:
+            self._head_tail = b""
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        else:
+            self._head_tail = seen[-3:]
 
     def _too_slow(self) -> None:
         self._timer = None
@@ -212,6 +202,8 @@ class _GuardedProtocol(asyncio.Protocol):
     # -- forwarded to aiohttp ---------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self._timer is not None:
+            self._watch_head(data)
         inner = self._inner
         if inner is not None:
             inner.data_received(data)
@@ -235,8 +227,6 @@ class _GuardedProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         inner, self._inner = self._inner, None
-        if self._transport is not None:
-            self._guard.head_done(self._transport)
         self._closed()
         if inner is not None:
             inner.connection_lost(exc)

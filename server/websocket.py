@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -35,7 +36,6 @@ _CLOSE_TIMEOUT_S = 2.0
 # Requests of one connection running at once; past this the socket is not read until one ends
 # (backpressure on that client only; xo-lib never comes close).
 MAX_INFLIGHT = 1024
-_CLOSED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
 
 
 async def handle_api_socket(request: web.Request) -> web.StreamResponse:
@@ -46,13 +46,12 @@ async def handle_api_socket(request: web.Request) -> web.StreamResponse:
     if request.query_string:
         # xo-server only upgrades when the URL is exactly "/api/".
         raise web.HTTPNotFound()
-    limits = state.config.connections
     ws = web.WebSocketResponse(
         compress=False,  # one serialization per change for every client: no per-socket deflate
         # aiohttp refuses a message of exactly `max_msg_size` bytes: allow that one.
         max_msg_size=state.config.max_message_size + 1,
         autoping=True,
-        heartbeat=limits.websocket_heartbeat_s or None,
+        heartbeat=state.config.connections.websocket_heartbeat_s or None,
     )
     if not ws.can_prepare(request).ok:
         return web.Response(status=426, text="WebSocket upgrade required\n")
@@ -65,10 +64,11 @@ async def handle_api_socket(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(ConnectionError):
             await ws.send_frame(frame, WSMsgType.TEXT)
 
-    async def kick() -> None:
-        """Disconnect (push backlog overflow or server shutdown), even from a stuck peer."""
+    async def kick(code: int = WSCloseCode.TRY_AGAIN_LATER) -> None:
+        """Disconnect (push backlog overflow, server shutdown, never signed in), even from a
+        stuck peer."""
         try:
-            await asyncio.wait_for(ws.close(code=WSCloseCode.TRY_AGAIN_LATER), _CLOSE_TIMEOUT_S)
+            await asyncio.wait_for(ws.close(code=code), _CLOSE_TIMEOUT_S)
         except (TimeoutError, ConnectionError):
             if request.transport is not None:
                 request.transport.abort()
@@ -76,26 +76,8 @@ async def handle_api_socket(request: web.Request) -> web.StreamResponse:
     conn = Connection(remote, hub=state.push, send=send, kick=kick)
     state.connections.add(conn)
     log.debug("event=ws_open conn=%d remote=%s", conn.id, remote)
-    loop = asyncio.get_running_loop()
-    anonymous_for = limits.unauthenticated_timeout_s
-    deadline: float | None = None  # while nobody is signed in: when the socket is closed
     try:
-        while True:
-            timeout = None
-            if conn.user is not None or anonymous_for <= 0:
-                deadline = None
-            else:
-                if deadline is None:
-                    deadline = loop.time() + anonymous_for
-                timeout = max(0.0, deadline - loop.time())
-            try:
-                msg = await ws.receive(timeout)
-            except TimeoutError:
-                if conn.user is not None:
-                    continue  # a sign-in finished meanwhile
-                log.info("event=ws_unauthenticated_timeout conn=%d remote=%s", conn.id, remote)
-                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"sign in required")
-                break
+        async for msg in ws:
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                 if conn.expiration is not None and conn.expired():
                     log.info("event=session_expired conn=%d remote=%s", conn.id, remote)
@@ -110,8 +92,6 @@ async def handle_api_socket(request: web.Request) -> web.StreamResponse:
                     await conn.wait_for_capacity(MAX_INFLIGHT)
             elif msg.type is WSMsgType.ERROR:
                 log.info("event=ws_error conn=%d error=%r", conn.id, ws.exception())
-            elif msg.type in _CLOSED:
-                break
     finally:
         state.connections.discard(conn)
         await conn.aclose()
@@ -140,3 +120,25 @@ async def _reply_when_done(reply: Coroutine[Any, Any, bytes | None], send: Any) 
     frame = await reply
     if frame is not None:
         await send(frame)
+
+
+async def close_anonymous(state: ServerState, timeout_s: float) -> None:
+    """Close (1008) the WebSockets nobody has been signed in on for `timeout_s`: never, or no
+    more since a sign-out. One task for the whole server (server/app.py owns it), checking
+    every few seconds: no timer per connection."""
+    period = min(5.0, max(0.05, timeout_s / 4))
+    while True:
+        await asyncio.sleep(period)
+        now = time.monotonic()
+        doomed = [
+            c
+            for c in state.connections
+            if c.user is None and not c.closed and now - c.anonymous_since >= timeout_s
+        ]
+        for conn in doomed:
+            log.info("event=ws_unauthenticated_timeout conn=%d remote=%s", conn.id, conn.remote)
+        if doomed:
+            await asyncio.gather(
+                *(c.disconnect(WSCloseCode.POLICY_VIOLATION) for c in doomed),
+                return_exceptions=True,
+            )
