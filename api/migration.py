@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -50,7 +50,8 @@ def get(call: Call, params: IdParams) -> dict[str, Any]:
 
 
 class GetAllParams(XoParams):
-    limit: int = OPTIONAL
+    # Bounded: SQLite takes 64-bit integers only, and no history is longer than this.
+    limit: Annotated[int, Field(ge=0, le=1_000_000)] = OPTIONAL
 
 
 def get_all(call: Call, params: GetAllParams) -> list[dict[str, Any]]:

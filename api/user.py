@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from api.registry import OPTIONAL, Call, Method, XoParams
 from server import errors
@@ -14,10 +16,16 @@ def _invalid(message: str) -> errors.XoError:
     return errors.XoError(10, message, {})
 
 
+# xo-server's values: "user" and "none" are the same level (server/dispatch.py).
+Permission = Literal["none", "user", "read", "write", "admin"]
+# An email is a name shown everywhere and logged: no control characters (NUL, newlines...).
+Email = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
 class CreateParams(XoParams):
-    email: str
+    email: Email
     password: str
-    permission: str = OPTIONAL
+    permission: Permission = OPTIONAL
 
 
 async def create(call: Call, params: CreateParams) -> str:
@@ -67,9 +75,9 @@ def get_authentication_tokens(call: Call, params: XoParams) -> list[dict[str, An
 
 class SetParams(XoParams):
     id: str
-    email: str = OPTIONAL
+    email: Email = OPTIONAL
     password: str = OPTIONAL
-    permission: str = OPTIONAL
+    permission: Permission = OPTIONAL
     preferences: dict[str, Any] = OPTIONAL
 
 
@@ -89,6 +97,7 @@ async def set_(call: Call, params: SetParams) -> None:
     await update_user(
         call.state,
         params.id,
+        caller=call.caller,
         email=params.email,
         password=params.password,
         permission=params.permission,
@@ -103,7 +112,7 @@ class ChangePasswordParams(XoParams):
 
 async def change_password_(call: Call, params: ChangePasswordParams) -> None:
     assert call.user is not None
-    await change_password(call.state, call.user.id, params.oldPassword, params.newPassword)
+    await change_password(call.state, call.caller, params.oldPassword, params.newPassword)
 
 
 METHODS = [

@@ -9,7 +9,8 @@ import orjson
 from aiohttp import web
 
 from api.registry import OPTIONAL, Call, Method, XoParams
-from server.matching import compile_string_filter, matches
+from server.limits import InputLimits, invalid_value
+from server.matching import FilterError, compile_string_filter, matches
 
 
 class GetAllObjectsParams(XoParams):
@@ -18,16 +19,25 @@ class GetAllObjectsParams(XoParams):
     ndjson: bool = OPTIONAL
 
 
-def _predicate(flt: dict[str, Any] | str | None) -> Callable[[dict[str, Any]], bool] | None:
+def _predicate(
+    flt: dict[str, Any] | str | None, limits: InputLimits
+) -> Callable[[dict[str, Any]], bool] | None:
     if flt is None or flt == {}:
         return None
     if isinstance(flt, str):
-        return compile_string_filter(flt)
+        try:
+            return compile_string_filter(
+                flt, max_length=limits.max_filter_length, max_terms=limits.max_filter_terms
+            )
+        except FilterError as exc:
+            raise invalid_value("/filter", exc.keyword, exc.limit, str(exc)) from None
     return lambda obj: matches(obj, flt)
 
 
-def _select(objects: Iterable[dict[str, Any]], params: GetAllObjectsParams) -> dict[str, Any]:
-    predicate = _predicate(params.filter)
+def _select(
+    objects: Iterable[dict[str, Any]], params: GetAllObjectsParams, limits: InputLimits
+) -> dict[str, Any]:
+    predicate = _predicate(params.filter, limits)
     limit = None if params.limit is None else max(int(params.limit), 0)
     out: dict[str, Any] = {}
     for obj in objects:
@@ -40,13 +50,22 @@ def _select(objects: Iterable[dict[str, Any]], params: GetAllObjectsParams) -> d
 
 def get_all_objects(call: Call, params: GetAllObjectsParams) -> Any:
     store = call.state.store
+    limits = call.state.config.limits
     if params.ndjson:
-        return {"$getFrom": call.state.oneshot.register(_ndjson_producer(call, params), ".ndjson")}
+        _predicate(params.filter, limits)  # a bad filter is refused now, not at fetch time
+        assert call.user is not None  # signed in
+        url = call.state.oneshot.register(
+            _ndjson_producer(call, params),
+            ".ndjson",
+            owner=call.user.id,
+            quota=limits.max_downloads_per_user,
+        )
+        return {"$getFrom": url}
     if params.filter is None and params.limit is None:
         return store.all()  # serialized as is: no copy
     if isinstance(params.filter, dict) and isinstance(params.filter.get("type"), str):
-        return _select(store.by_type(params.filter["type"]), params)
-    return _select(store.all().values(), params)
+        return _select(store.by_type(params.filter["type"]), params, limits)
+    return _select(store.all().values(), params, limits)
 
 
 def _ndjson_producer(call: Call, params: GetAllObjectsParams) -> Any:

@@ -67,12 +67,12 @@ class ServerService:
         self._dir = Path(tempfile.mkdtemp(prefix="xo-bench-"))
 
     async def start(self) -> dict[str, Any]:
-        from aiohttp import web as aioweb
 
-        from server.app import STATE, build_app
+        from server.app import GUARD, STATE, build_app
         from server.auth import AuthSettings
         from server.config import ServerConfig, manifest_pool_config
         from server.gc_tuning import tune_for_server
+        from server.guard import ConnectionLimits, GuardedSite, make_runner
         from server.migrations.service import MigrationSettings
 
         raise_fd_limit()
@@ -84,12 +84,17 @@ class ServerService:
             auth=AuthSettings(throttling_delay_s=0.3),
             pools=[manifest_pool_config(p) for p in self._pools],
             migration=MigrationSettings(**self._migration),
+            # Every check on, as `xo-migrate serve`; only the per-address cap is raised: all
+            # the load comes from one address (1000 clients for fanout).
+            connections=ConnectionLimits(max_connections_per_address=4096, backlog=4096),
         )
         self._app = build_app(config)
         self._state = self._app[STATE]
-        self._runner = aioweb.AppRunner(self._app, access_log=None, shutdown_timeout=2)
+        self._runner = make_runner(
+            self._app, config.connections, access_log=None, shutdown_timeout=2
+        )
         await self._runner.setup()
-        site = aioweb.TCPSite(self._runner, "127.0.0.1", 0, backlog=4096)
+        site = GuardedSite(self._runner, "127.0.0.1", 0, guard=self._app[GUARD])
         await site.start()
         self._lag.start()
         return {"port": self._runner.addresses[0][1], "pid": os.getpid()}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -25,11 +26,13 @@ from typing import Any
 from aiohttp import web
 
 import api
-from server.auth import Authenticator, load_secret
+from server import datadir
+from server.auth import Authenticator
 from server.config import ServerConfig
 from server.credentials import CredentialCipher
 from server.db import Database, ServerRecord
 from server.dispatch import Dispatcher
+from server.guard import ConnectionGuard
 from server.http_rpc import handle_api_post
 from server.oneshot import OneShotUrls
 from server.push import PushHub
@@ -37,13 +40,14 @@ from server.rest import register as register_rest
 from server.signin import WebSignIn
 from server.state import ServerState
 from server.static import StaticFiles
-from server.websocket import handle_api_socket
+from server.websocket import close_anonymous, handle_api_socket
 from xen.store import ObjectStore
 
 log = logging.getLogger("xo_migrate.app")
 
 STATE = web.AppKey("state", ServerState)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+GUARD = web.AppKey("guard", ConnectionGuard)
 
 
 def _pool_manager_class() -> Any:
@@ -56,8 +60,15 @@ def _pool_manager_class() -> Any:
 
 
 def build_state(config: ServerConfig, store: ObjectStore | None = None) -> ServerState:
-    cipher = CredentialCipher(load_secret(config.data_dir / "secret.key"))
-    db = Database(config.data_dir / "xo-migrate.db", cipher)
+    """Raises DataDirError (one line) when the data dir is unusable (server/datadir.py)."""
+    secret, new_secret = datadir.prepare(config.data_dir)
+    db_path = config.data_dir / datadir.DB_NAME
+    try:
+        db = Database(db_path, CredentialCipher(secret))
+    except sqlite3.Error as exc:
+        raise datadir.DataDirError(f"cannot open database {db_path}: {exc}") from None
+    if new_secret:
+        datadir.keep_secret(config.data_dir, secret)
     store = store if store is not None else ObjectStore(config.push_min_interval_s)
     return ServerState(
         config=config,
@@ -75,6 +86,8 @@ def build_app(config: ServerConfig, store: ObjectStore | None = None) -> web.App
     state = build_state(config, store)
     app[STATE] = state
     app[DISPATCHER] = Dispatcher(state)
+    # Serve with server.guard.GuardedSite (connection caps and deadlines).
+    app[GUARD] = ConnectionGuard(config.connections)
     app.router.add_get("/api/", handle_api_socket)
     app.router.add_post("/api/", handle_api_post)
     app.router.add_route("GET", "/api/{token}", state.oneshot.handle)
@@ -104,6 +117,8 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
             await state.pools.add(rec.to_pool_config())
     else:
         log.warning("event=pools_unavailable reason=xen.pools_missing")
+    timeout = state.config.connections.unauthenticated_timeout_s
+    sweeper = asyncio.create_task(close_anonymous(state, timeout)) if timeout > 0 else None
     try:
         async with contextlib.AsyncExitStack() as services:
             for hook in api.lifespans():
@@ -114,9 +129,13 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
             yield
             # Sockets are closed by now (on_shutdown): no request can reach a stopped service.
     finally:
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
         if state.pools is not None:
             await state.pools.aclose()
         state.push.close()
+        state.auth.close()
         state.db.close()
         log.info("event=stopped")
 

@@ -1,20 +1,21 @@
 """Users, passwords and authentication tokens (xo-server's authentication.mjs behaviour).
 
-- Passwords: scrypt (hashlib), stored as `scrypt$<n>$<r>$<p>$<salt b64>$<hash b64>`; hashing
-  runs in a worker thread so a sign-in never blocks the event loop.
+- Passwords: scrypt (server/passwords.py), checked in the hasher's own bounded pool of
+  threads, never on the event loop; a hash made with weaker parameters is upgraded at the
+  next successful sign-in.
 - Tokens: 43-character base64url strings; only their SHA-256 is stored. A token bound to a
   `client.id` (xo-cli keeps one per install) must be returned again on the next
   `token.create`, so it is derived, not random: HMAC-SHA256(server secret, user id, client id,
   per-token salt). The secret lives in `<data dir>/secret.key` (mode 0600), apart from the
-  database, so a copy of the database alone reveals no usable token.
-- Throttling: after a failed attempt for a given email, another attempt for that same email
-  within `throttling_delay` fails at once ("too fast authentication tries"); other users are
-  unaffected and no request ever sleeps.
+  database, so a copy of the database alone reveals no usable token. A user holds at most
+  `max_tokens_per_user` live tokens.
+- Throttling (server/throttle.py): keyed by (email, client address) and by client address,
+  counting attempts in flight; a refused attempt fails at once ("too fast authentication
+  tries") and no request ever sleeps.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -31,46 +32,30 @@ from server import errors
 from server.db import Database, TokenRecord, User
 from server.duration import parse_duration_ms
 from server.matching import value_matches
+from server.passwords import (
+    DEFAULT_SCRYPT_N,
+    HasherBusy,
+    PasswordHasher,
+    ScryptParams,
+    hash_password,
+)
+from server.throttle import SignInThrottle, Throttled, ThrottleSettings
 
 log = logging.getLogger("xo_migrate.auth")
 
 DEFAULT_ADMIN_EMAIL = "admin@admin.net"
 DEFAULT_ADMIN_PASSWORD = "admin"
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 _MAX_LAST_USES = 10
+# Shorter secrets make the token HMACs and the pool password key guessable.
+MIN_SECRET_BYTES = 32
 
 
 class AuthError(Exception):
     """A plain (non-XO) error: admins see its message, others `unknown error from the peer`."""
 
 
-def hash_password(
-    password: str, *, n: int = _SCRYPT_N, r: int = _SCRYPT_R, p: int = _SCRYPT_P
-) -> str:
-    salt = os.urandom(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=64 * 1024 * 1024)
-    b64 = base64.b64encode
-    return f"scrypt${n}${r}${p}${b64(salt).decode()}${b64(digest).decode()}"
-
-
-def verify_password(password: str, stored: str) -> bool:
-    try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        expected = base64.b64decode(digest)
-        actual = hashlib.scrypt(
-            password.encode(),
-            salt=base64.b64decode(salt),
-            n=int(n),
-            r=int(r),
-            p=int(p),
-            maxmem=64 * 1024 * 1024,
-            dklen=len(expected),
-        )
-    except ValueError:
-        return False
-    return hmac.compare_digest(actual, expected)
+class SecretError(Exception):
+    """secret.key is unusable (too short, unreadable): the server must not start."""
 
 
 def token_hash(token: str) -> str:
@@ -82,6 +67,22 @@ class AuthSettings:
     default_token_validity_ms: float = 30 * 86400e3
     max_token_validity_ms: float = 0.5 * 365.25 * 86400e3
     throttling_delay_s: float = 2.0
+    scrypt_n: int = DEFAULT_SCRYPT_N  # scrypt cost (r=8, p=1); OWASP's minimum by default
+    max_concurrent_checks: int = 2  # password hashes computed at once (threads)
+    max_pending_checks: int = 32  # more waiting for a thread; past that, refused at once
+    checks_per_address: int = 1  # password checks in flight per client address
+    failures_per_address: int = 10  # failure budget per address, refilled 1 per delay
+    waiting_per_address: int = 64  # sign-ins of one address waiting their turn
+    max_credential_length: int = 4096  # characters of an email or password
+    max_tokens_per_user: int = 1000  # live authentication tokens per user
+
+    def throttle(self) -> ThrottleSettings:
+        return ThrottleSettings(
+            delay_s=self.throttling_delay_s,
+            checks_per_address=self.checks_per_address,
+            failures_per_address=self.failures_per_address,
+            waiting_per_address=self.waiting_per_address,
+        )
 
 
 class Authenticator:
@@ -89,26 +90,38 @@ class Authenticator:
         self._db = db
         self._settings = settings
         self._secret = load_secret(data_dir / "secret.key")
-        self._failures: dict[str, float] = {}  # email -> monotonic time of the last failure
-        # Verifying against this keeps unknown emails as slow as wrong passwords.
-        self._dummy_hash = hash_password(secrets.token_hex(8))
+        self._params = ScryptParams(n=settings.scrypt_n)
+        self.hasher = PasswordHasher(
+            self._params,
+            max_concurrent=settings.max_concurrent_checks,
+            max_pending=settings.max_pending_checks,
+        )
+        self.throttle = SignInThrottle(settings.throttle())
+
+    def close(self) -> None:
+        self.hasher.close()
 
     def ensure_default_admin(self) -> None:
         if self._db.count_users():
             return
-        user = User(
-            str(uuid.uuid4()), DEFAULT_ADMIN_EMAIL, hash_password(DEFAULT_ADMIN_PASSWORD), "admin"
-        )
-        self._db.add_user(user)
+        self.add_user(DEFAULT_ADMIN_EMAIL, DEFAULT_ADMIN_PASSWORD, "admin")
         log.warning("event=default_user_created email=%s", DEFAULT_ADMIN_EMAIL)
 
     def add_user(self, email: str, password: str, permission: str = "none") -> User:
-        user = User(str(uuid.uuid4()), email, hash_password(password), permission)
+        """Synchronous (start-up, tests): hashes on the calling thread."""
+        user = User(str(uuid.uuid4()), email, hash_password(password, self._params), permission)
         self._db.add_user(user)
         return user
 
     def user(self, user_id: str) -> User | None:
         return self._db.user_by_id(user_id)
+
+    async def hash_password(self, password: str) -> str:
+        """A new password's hash, computed in the hasher's threads."""
+        try:
+            return await self.hasher.hash(password)
+        except HasherBusy:
+            raise AuthError("too many password operations in progress, try again later") from None
 
     # -- sign-in -----------------------------------------------------------------------------
 
@@ -126,22 +139,46 @@ class Authenticator:
             raise errors.invalid_credentials()
         if password == "":
             raise AuthError("empty password")
-        now = time.monotonic()
-        last_failure = self._failures.get(email)
-        if last_failure is not None and now - last_failure < self._settings.throttling_delay_s:
-            log.info("event=sign_in_throttled email=%s remote=%s", email, remote)
-            raise AuthError("too fast authentication tries")
-        user = self._db.user_by_email(email)
-        ok = await asyncio.to_thread(
-            verify_password, password, user.pw_hash if user else self._dummy_hash
-        )
-        if user is None or not ok:
-            self._record_failure(email, time.monotonic())
-            log.info("event=sign_in_failed email=%s remote=%s", email, remote)
-            raise errors.invalid_credentials()
-        self._failures.pop(email, None)
+        user = await self.check_password(email, password, remote)
         log.info("event=sign_in user=%s method=password remote=%s", user.email, remote)
         return user, None
+
+    async def check_password(self, email: str, password: str, remote: str) -> User:
+        """The user whose email and password these are, through the throttle; raises
+        `invalid credentials`, or AuthError when refused without a check."""
+        limit = self._settings.max_credential_length
+        if len(email) > limit or len(password) > limit:
+            raise errors.invalid_credentials()
+        user = self._db.user_by_email(email)
+        stored = user.pw_hash if user is not None else None
+        try:
+            async with self.throttle.attempt(email, remote, password, stored) as attempt:
+                new_hash = None
+                if attempt.verified:
+                    ok = True
+                elif user is None or stored is None:
+                    await self.hasher.burn(password)  # unknown emails cost the same time
+                    ok = False
+                else:
+                    ok, new_hash = await self.hasher.verify(password, stored)
+                # Re-read after the wait: the user may have been changed or deleted meanwhile.
+                current = self._db.user_by_email(email) if ok else None
+                if current is None or current.pw_hash != stored:
+                    attempt.failed()
+                    log.info("event=sign_in_failed email=%s remote=%s", email, remote)
+                    raise errors.invalid_credentials()
+                if new_hash is not None:
+                    current.pw_hash = new_hash
+                    self._db.update_user(current)
+                    log.info("event=password_rehashed user=%s n=%d", current.id, self._params.n)
+                attempt.succeeded(current.pw_hash)
+                return current
+        except Throttled as exc:
+            log.info("event=sign_in_throttled email=%s remote=%s by=%s", email, remote, exc)
+            raise AuthError("too fast authentication tries") from None
+        except HasherBusy:
+            log.warning("event=sign_in_busy email=%s remote=%s", email, remote)
+            raise AuthError("too many authentication tries in progress, try again later") from None
 
     def authenticate_token(self, token: Any, remote: str) -> tuple[User, float]:
         if not isinstance(token, str):
@@ -163,12 +200,6 @@ class Authenticator:
         log.info("event=sign_in user=%s method=token remote=%s", user.email, remote)
         return user, rec.expiration
 
-    def _record_failure(self, email: str, now: float) -> None:
-        if len(self._failures) > 10_000:  # forget stale entries; bounded memory under attack
-            horizon = now - self._settings.throttling_delay_s
-            self._failures = {k: t for k, t in self._failures.items() if t > horizon}
-        self._failures[email] = now
-
     # -- tokens ------------------------------------------------------------------------------
 
     def create_token(
@@ -187,6 +218,13 @@ class Authenticator:
             if rec is not None and not rec.expired(now) and rec.client_salt:
                 self._db.refresh_token(rec.hash, expiration, description)
                 return self._client_token(user.id, client_id, rec.client_salt)
+        quota = self._settings.max_tokens_per_user
+        if self._db.count_live_tokens(user.id, now) >= quota:
+            raise errors.forbidden_operation(
+                "token.create",
+                f"this user already has {quota} authentication tokens, the most allowed:"
+                " delete some (token.deleteOwn) first",
+            )
         salt = secrets.token_hex(16) if client_id is not None else None
         token = (
             self._client_token(user.id, client_id, salt)
@@ -205,14 +243,16 @@ class Authenticator:
         if expires_in is None:
             return self._settings.default_token_validity_ms
         shown = _js_string(expires_in)  # the messages quote the value as JavaScript prints it
+        if len(shown) > 100:  # the value is quoted back: never a long one
+            shown = shown[:100] + "..."
         try:
             ms = parse_duration_ms(expires_in)
         except ValueError:
-            raise AuthError(f"invalid expiresIn duration: {shown}") from None
+            raise _plain_error(f"invalid expiresIn duration: {shown}") from None
         if ms < 60e3:
-            raise AuthError(f"invalid expiresIn duration: {shown}")
+            raise _plain_error(f"invalid expiresIn duration: {shown}")
         if ms > self._settings.max_token_validity_ms:
-            raise AuthError(f"too high expiresIn duration: {shown}")
+            raise _plain_error(f"too high expiresIn duration: {shown}")
         return ms
 
     def _client_token(self, user_id: str, client_id: str, salt: str) -> str:
@@ -283,17 +323,33 @@ class _TokenIdentity:
 
 def load_secret(path: Path) -> bytes:
     """The server secret (created on first use): token HMACs, and the key of stored pool
-    passwords is derived from it (server/credentials.py)."""
+    passwords is derived from it (server/credentials.py). A short one is refused."""
     try:
-        return path.read_bytes()
+        secret = path.read_bytes()
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SecretError(f"cannot read {path}: {exc.strerror or exc}") from None
+    else:
+        if len(secret) < MIN_SECRET_BYTES:
+            raise SecretError(
+                f"{path} holds {len(secret)} bytes, at least {MIN_SECRET_BYTES} are needed:"
+                " restore it from a backup (with the database), or move both away to start"
+                " afresh"
+            )
+        return secret
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     secret = secrets.token_bytes(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(secret)
     return secret
+
+
+def _plain_error(message: str) -> errors.RpcError:
+    """A plain error, as xo-server throws, but readable by every user (not only admins): it
+    only quotes back the caller's own value."""
+    return errors.server_error(message, {"message": message, "name": "Error"})
 
 
 def _js_string(value: float | int | str) -> str:

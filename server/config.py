@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import tomllib
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from server.auth import AuthSettings
 from server.duration import parse_duration_ms
+from server.guard import ConnectionLimits
+from server.limits import InputLimits
 from server.migrations.service import MigrationSettings
 from server.signin import SignInSettings
 from xen.config import PoolConfig
@@ -39,10 +41,44 @@ class ServerConfig:
     # URL prefix -> directory served there (`[http.mounts]`, `serve --mount`): the web UI.
     mounts: dict[str, Path] = field(default_factory=dict)
     signin: SignInSettings = field(default_factory=SignInSettings)
+    limits: InputLimits = field(default_factory=InputLimits)
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    # Origins (scheme://host[:port]) besides the server's own allowed to send cookie-
+    # authenticated requests (server/crosssite.py); e.g. a UI served from another host.
+    allowed_origins: list[str] = field(default_factory=list)
+    log_burst: int = 10  # lines of one repeated message let through per window
+    log_window_s: float = 10.0
 
+
+# Integer keys of [authentication]: password checks and the sign-in throttle
+# (server/passwords.py, server/throttle.py).
+_AUTH_INTS = (
+    "scrypt_n",
+    "max_concurrent_checks",
+    "max_pending_checks",
+    "checks_per_address",
+    "failures_per_address",
+    "waiting_per_address",
+    "max_credential_length",
+    "max_tokens_per_user",
+)
+# Connection limits (server/guard.py) in [http] and [api].
+_CONNECTION_INTS = ("max_connections", "max_connections_per_address", "backlog")
+# key -> ConnectionLimits field (seconds), per section; 0 turns the last two off.
+_CONNECTION_DURATIONS = {
+    "http": {
+        "header_timeout": "header_timeout_s",
+        "keepalive_timeout": "keepalive_timeout_s",
+        "body_timeout": "body_timeout_s",
+    },
+    "api": {
+        "websocket_heartbeat": "websocket_heartbeat_s",
+        "unauthenticated_timeout": "unauthenticated_timeout_s",
+    },
+}
 
 _SECTIONS: dict[str, set[str]] = {
-    "": {"data_dir", "http", "authentication", "api", "pools", "migration"},
+    "": {"data_dir", "http", "authentication", "api", "pools", "migration", "limits", "log"},
     "migration": {
         "per_pool_limit",
         "per_host_limit",
@@ -50,20 +86,33 @@ _SECTIONS: dict[str, set[str]] = {
         "history_keep",
         "plan_checks",
     },
-    "http": {"host", "port", "cert", "key", "mounts"},
+    "http": {
+        "host",
+        "port",
+        "cert",
+        "key",
+        "mounts",
+        "allowed_origins",
+        *_CONNECTION_INTS,
+        *_CONNECTION_DURATIONS["http"],
+    },
     "authentication": {
         "default_token_validity",
         "max_token_validity",
         "throttling_delay",
         "session_cookie_validity",
         "permanent_cookie_validity",
+        *_AUTH_INTS,
     },
     "api": {
         "max_message_size",
         "push_queue_frames",
         "push_max_pending_objects",
         "push_min_interval",
+        *_CONNECTION_DURATIONS["api"],
     },
+    "limits": {f.name for f in fields(InputLimits)},
+    "log": {"repeat_burst", "repeat_window"},
     "pools": {
         "id",
         "label",
@@ -175,10 +224,14 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> ServerConfig:
             ),
             max_token_validity_ms=parse_duration_ms(auth.get("max_token_validity", "0.5 year")),
             throttling_delay_s=parse_duration_ms(auth.get("throttling_delay", "2 seconds")) / 1000,
+            **_ints(auth, AuthSettings(), _AUTH_INTS),
         )
         cfg.signin = _parse_signin(auth, cfg.auth.max_token_validity_ms)
     except ValueError as exc:
         raise ConfigError(f"[authentication] {exc}") from None
+    n = cfg.auth.scrypt_n
+    if n < 2**10 or n & (n - 1):
+        raise ConfigError("[authentication] scrypt_n must be a power of 2, at least 1024")
     api = data.get("api", {})
     _check_keys("api", api)
     cfg.max_message_size = int(api.get("max_message_size", cfg.max_message_size))
@@ -186,8 +239,31 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> ServerConfig:
     cfg.push_max_objects = int(api.get("push_max_pending_objects", cfg.push_max_objects))
     try:
         cfg.push_min_interval_s = parse_duration_ms(api.get("push_min_interval", "20 ms")) / 1000
+        connection_settings: dict[str, Any] = {
+            **_ints(http, cfg.connections, _CONNECTION_INTS),
+            **_durations(http, _CONNECTION_DURATIONS["http"]),
+            **_durations(api, _CONNECTION_DURATIONS["api"]),
+        }
+        cfg.connections = replace(cfg.connections, **connection_settings)
     except ValueError as exc:
-        raise ConfigError(f"[api] {exc}") from None
+        raise ConfigError(f"[http]/[api] {exc}") from None
+    limits = data.get("limits", {})
+    _check_keys("limits", limits)
+    try:
+        cfg.limits = replace(cfg.limits, **_ints(limits, cfg.limits))
+    except ValueError as exc:
+        raise ConfigError(f"[limits] {exc}") from None
+    origins = http.get("allowed_origins", [])
+    if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+        raise ConfigError("[http] allowed_origins must be a list of strings")
+    cfg.allowed_origins = list(origins)
+    log_table = data.get("log", {})
+    _check_keys("log", log_table)
+    try:
+        cfg.log_burst = _positive("repeat_burst", log_table.get("repeat_burst", cfg.log_burst))
+        cfg.log_window_s = parse_duration_ms(log_table.get("repeat_window", "10 seconds")) / 1000
+    except ValueError as exc:
+        raise ConfigError(f"[log] {exc}") from None
     migration = data.get("migration", {})
     _check_keys("migration", migration)
     try:
@@ -223,6 +299,32 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> ServerConfig:
             )
         )
     return cfg
+
+
+_REQUIRED_TIMEOUTS = ("header_timeout_s", "keepalive_timeout_s", "body_timeout_s")
+
+
+def _positive(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key} must be a whole number of at least 1, not {value!r}")
+    return value
+
+
+def _ints(table: dict[str, Any], defaults: Any, keys: tuple[str, ...] = ()) -> dict[str, int]:
+    """The integer settings of `table` among `keys` (default: every field of `defaults`)."""
+    names = keys or tuple(f.name for f in fields(defaults))
+    return {k: _positive(k, table[k]) for k in names if k in table}
+
+
+def _durations(table: dict[str, Any], keys: dict[str, str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, name in keys.items():
+        if key in table:
+            seconds = parse_duration_ms(table[key]) / 1000
+            if seconds < 0 or (seconds == 0 and name in _REQUIRED_TIMEOUTS):
+                raise ValueError(f"{key} must be positive")
+            out[name] = seconds
+    return out
 
 
 def load_config(path: str | Path) -> ServerConfig:

@@ -26,6 +26,7 @@ class Connection:
         "_outbox",
         "_send",
         "_tasks",
+        "anonymous_since",
         "closed",
         "expiration",
         "id",
@@ -40,7 +41,7 @@ class Connection:
         *,
         hub: PushHub | None = None,
         send: Callable[[bytes], Awaitable[None]] | None = None,
-        kick: Callable[[], Awaitable[None]] | None = None,
+        kick: Callable[..., Awaitable[None]] | None = None,
     ) -> None:
         self.id = next(_ids)
         self.remote = remote
@@ -48,6 +49,8 @@ class Connection:
         self.expiration: float | None = None  # epoch seconds, for token sign-ins
         # SHA-256 of the token this connection signed in with: deleting it closes the connection.
         self.token_hash: str | None = None
+        # Monotonic time since which nobody is signed in (websocket.close_anonymous reads it).
+        self.anonymous_since = time.monotonic()
         self.closed = False
         self._hub = hub
         self._send = send
@@ -78,6 +81,8 @@ class Connection:
         hub.add(self, self._outbox)
 
     def sign_out(self) -> None:
+        if self.user is not None:
+            self.anonymous_since = time.monotonic()
         self.user = None
         self.expiration = None
         self.token_hash = None
@@ -103,10 +108,11 @@ class Connection:
         while len(self._tasks) >= limit:
             await asyncio.wait(list(self._tasks), return_when=asyncio.FIRST_COMPLETED)
 
-    async def disconnect(self) -> None:
-        """Close the transport (WebSocket); its handler then calls `aclose`."""
+    async def disconnect(self, code: int | None = None) -> None:
+        """Close the transport (WebSocket, with `code` if given); its handler then calls
+        `aclose`."""
         if self._kick is not None:
-            await self._kick()
+            await (self._kick() if code is None else self._kick(code))
 
     async def aclose(self) -> None:
         """Stop notifications, cancel and await every task this connection owns."""

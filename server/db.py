@@ -268,6 +268,11 @@ class Database:
             rows = self._db.execute("SELECT * FROM tokens WHERE user_id = ?", (user_id,)).fetchall()
         return [self._token(r) for r in rows]
 
+    def count_live_tokens(self, user_id: str, now: float) -> int:
+        return self._db.execute(
+            "SELECT count(*) FROM tokens WHERE user_id = ? AND expiration > ?", (user_id, now)
+        ).fetchone()[0]
+
     def client_token(self, user_id: str, client_id: str) -> TokenRecord | None:
         row = self._db.execute(
             "SELECT * FROM tokens WHERE user_id = ? AND client_id = ? ORDER BY expiration DESC",

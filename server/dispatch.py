@@ -3,8 +3,10 @@
 1. method lookup             -> -32601 `method not found: <name>` (before any auth check)
 2. permission                -> code 2 `not enough permissions`
 3. `_log` / id aliasing       (xo-server steps 4 and 6)
-4. params validation          -> code 10, Ajv-style `data.errors` (server/validation.py)
-5. object resolution          -> code 1 `no such <type> <id>`; non-admins code 2 on the object
+4. params validation          -> code 10, Ajv-style `data.errors`: first the size limits of
+                                 server/limits.py, then the method's model (server/validation.py)
+5. object resolution          -> non-admins code 2 on the object, before any lookup (the answer
+                                 must not tell whether it exists); code 1 `no such <type> <id>`
 6. call; a None result answers `true`
 7. error mapping              (server/xapi_errors.py)
 
@@ -40,7 +42,9 @@ from api.registry import (
     Method,
 )
 from server import errors
+from server.auth import AuthError
 from server.connection import Connection
+from server.limits import check_params
 from server.state import ServerState
 from server.validation import validate
 from server.xapi_errors import to_wire_error
@@ -68,6 +72,7 @@ class Dispatcher:
         self._state = state
         self._methods = state.registry
         self._store = state.store
+        self._limits = state.config.limits
 
     def dispatch(self, caller: Connection, req_id: Any, name: str, params: Any) -> Reply:
         """The response frame for one request, or a coroutine producing it."""
@@ -79,8 +84,10 @@ class Dispatcher:
                 self._check_permission(method, caller)
             if params is None:
                 params = {}
-            elif isinstance(params, dict) and params:
-                params = self._prepare(method, caller, params)
+            elif params:
+                check_params(params, self._limits)
+                if isinstance(params, dict):
+                    params = self._prepare(method, caller, params)
             value = validate(method, params)
             objects = self._resolve(method, params, caller) if method.resolve else _EMPTY_OBJECTS
             call = Call(self._state, caller, method, objects)
@@ -105,7 +112,8 @@ class Dispatcher:
             return self._error(exc, caller, req_id, name)
 
     def _error(self, exc: Exception, caller: Connection, req_id: Any, name: str) -> bytes:
-        if not isinstance(exc, errors.XoError | errors.RpcError):
+        # Refused sign-ins are expected (and logged by server/auth.py): no warning for them.
+        if not isinstance(exc, errors.XoError | errors.RpcError | AuthError):
             log.warning("event=method_failed method=%s error=%r", name, exc)
         error = to_wire_error(exc, is_admin=caller.is_admin, store=self._store)
         try:
@@ -144,11 +152,19 @@ class Dispatcher:
         objects: dict[str, Any] = {}
         if not isinstance(params, dict):
             return objects
+        specs = [
+            (key, spec[0], spec[1], spec[2] if len(spec) > 2 else DEFAULT_OBJECT_PERMISSION)
+            for key, spec in method.resolve.items()
+        ]
+        if user.permission != "admin":
+            # No ACLs in xo-migrate: a non-admin holds no right on any object. Refused before
+            # any lookup, so the answer is the same whether the object exists or not.
+            for _key, param, _types, permission in specs:
+                obj_id = params.get(param)
+                if permission and obj_id is not None:
+                    raise errors.unauthorized(permission, obj_id)
         get = self._store.get
-        denied: tuple[str, str] | None = None  # (permission, object id) of the first check
-        for key, spec in method.resolve.items():
-            param, types = spec[0], spec[1]
-            permission = spec[2] if len(spec) > 2 else DEFAULT_OBJECT_PERMISSION
+        for key, param, types, _permission in specs:
             obj_id = params.get(param)
             if obj_id is None:
                 continue
@@ -159,9 +175,4 @@ class Dispatcher:
                     obj_id, types if isinstance(types, str) else list(types)
                 )
             objects[key] = obj
-            if permission and denied is None:
-                denied = (permission, obj["id"])
-        if denied is not None and user.permission != "admin":
-            # No ACLs in xo-migrate: a non-admin holds no right on any object.
-            raise errors.unauthorized(*denied)
         return objects

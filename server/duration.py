@@ -1,7 +1,8 @@
 """Durations as xo-server accepts them (@vates/parse-duration, i.e. the `ms` package syntax).
 
 A number is milliseconds; a string is `<number> [unit]` such as `30 days`, `1h`, `0.5 year`,
-`2 seconds` or a bare number of milliseconds.
+`2 seconds` or a bare number of milliseconds. Strings longer than 100 characters are refused
+unread, as the `ms` package does, and the pattern never backtracks more than linearly.
 """
 
 from __future__ import annotations
@@ -41,7 +42,11 @@ _MS = {
     "year": 365.25 * 86400e3,
     "years": 365.25 * 86400e3,
 }
-_PATTERN = re.compile(r"^\s*(-?(?:\d+)?\.?\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
+MAX_LENGTH = 100
+# `-?(?:\d*\.)?\d+`: the same numbers as `ms`'s `-?(?:\d+)?\.?\d+`, whose two adjacent digit
+# runs backtrack quadratically on a long string of digits followed by garbage.
+# Surrounding blanks are stripped first: two `\s*` around an empty unit would backtrack too.
+_PATTERN = re.compile(r"(-?(?:\d*\.)?\d+)\s*([a-z]*)", re.IGNORECASE)
 
 
 def parse_duration_ms(value: float | int | str) -> float:
@@ -50,7 +55,9 @@ def parse_duration_ms(value: float | int | str) -> float:
         raise ValueError(f"invalid duration: {value!r}")
     if isinstance(value, int | float):
         return float(value)
-    match = _PATTERN.match(value)
+    if len(value) > MAX_LENGTH:
+        raise ValueError(f"invalid duration: longer than {MAX_LENGTH} characters")
+    match = _PATTERN.fullmatch(value.strip())
     if match is None:
         raise ValueError(f"invalid duration: {value!r}")
     number, unit = match.groups()

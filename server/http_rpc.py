@@ -2,9 +2,12 @@
 
 Authentication: `Authorization: Bearer <token>`, the `authenticationToken` cookie (the REST
 cookie xo-cli sends) or the `token` cookie (the web UI's); without any, the caller is anonymous
-(public methods only). A bad or expired token is 401 with a code 3 error. Unlike the WebSocket
-(which mirrors xo-server's silence), HTTP follows JSON-RPC 2.0 to the letter: batches are allowed, invalid JSON gets
--32700 and invalid requests -32600 (id null), and a body of notifications only gets 204.
+(public methods only). A bad or expired token is 401 with a code 3 error. A cookie-authenticated
+request must pass the cross-site check (server/crosssite.py: same origin, `application/json`),
+else 403. A body over `max_message_size` is 413, one not received within `body_timeout` 408.
+Unlike the WebSocket (which mirrors xo-server's silence), HTTP follows JSON-RPC 2.0 to the
+letter: batches are allowed (up to `max_items` requests), invalid JSON gets -32700 and invalid
+requests -32600 (id null), and a body of notifications only gets 204.
 """
 
 from __future__ import annotations
@@ -17,21 +20,25 @@ from aiohttp import web
 
 from server import errors
 from server.connection import Connection
+from server.crosssite import cross_site_refusal
 from server.dispatch import Dispatcher, error_frame
 from server.errors import XoError
 from server.framing import NOTIFICATION, Request, classify
+from server.http_body import BodyError, read_body
 from server.state import ServerState
 
 _JSON = "application/json"
 
 
-def _bearer(request: web.Request) -> str | None:
+def _token(request: web.Request) -> tuple[str | None, bool]:
+    """(the token, whether it came from a cookie)."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
+        return value.strip(), False
     # `token` is the web UI's cookie (server/signin.py); xo-server's REST API reads it too.
-    return request.cookies.get("authenticationToken") or request.cookies.get("token") or None
+    cookie = request.cookies.get("authenticationToken") or request.cookies.get("token") or None
+    return cookie, cookie is not None
 
 
 async def handle_api_post(request: web.Request) -> web.StreamResponse:
@@ -40,17 +47,22 @@ async def handle_api_post(request: web.Request) -> web.StreamResponse:
     state: ServerState = request.app[STATE]
     dispatcher: Dispatcher = request.app[DISPATCHER]
     conn = Connection(request.remote or "?")
-    token = _bearer(request)
+    token, from_cookie = _token(request)
+    if from_cookie:
+        refused = cross_site_refusal(request, state.config.allowed_origins)
+        if refused is not None:
+            denied = errors.unauthorized()
+            return _http_error(403, XoError(denied.code, denied.message, {"reason": refused}))
     if token is not None:
         try:
             user, expiration = state.auth.authenticate_token(token, conn.remote)
         except XoError as exc:
-            return web.Response(
-                status=401, body=error_frame(None, exc.to_wire()), content_type=_JSON
-            )
+            return _http_error(401, exc)
         conn.sign_in(user, expiration)
     try:
-        msg = orjson.loads(await request.read())
+        msg = orjson.loads(await read_body(request, state.config.connections.body_timeout_s))
+    except BodyError as exc:
+        return _http_error(exc.status, errors.RpcError(-32600, str(exc)))
     except orjson.JSONDecodeError:
         err = errors.RpcError(-32700, "invalid JSON").to_wire()
         return web.Response(status=400, body=error_frame(None, err), content_type=_JSON)
@@ -58,6 +70,10 @@ async def handle_api_post(request: web.Request) -> web.StreamResponse:
         if isinstance(msg, list):
             if not msg:
                 return _invalid(400)
+            limit = state.config.limits.max_items
+            if len(msg) > limit:
+                too_many = errors.RpcError(-32600, f"batch of more than {limit} requests")
+                return _http_error(400, too_many)
             frames = await asyncio.gather(*(_one(dispatcher, conn, m) for m in msg))
             body = [f for f in frames if f is not None]
             if not body:
@@ -69,6 +85,10 @@ async def handle_api_post(request: web.Request) -> web.StreamResponse:
         return web.Response(body=frame, content_type=_JSON)
     finally:
         await conn.aclose()
+
+
+def _http_error(status: int, error: XoError | errors.RpcError) -> web.Response:
+    return web.Response(status=status, body=error_frame(None, error.to_wire()), content_type=_JSON)
 
 
 def _invalid(status: int = 200) -> web.Response:

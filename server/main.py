@@ -16,9 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-from server.app import build_app, ssl_context
+from server import logfilter
+from server.app import GUARD, build_app, ssl_context
 from server.config import (
     ConfigError,
     ServerConfig,
@@ -27,7 +26,9 @@ from server.config import (
     parse_mount,
     pool_id_for,
 )
+from server.datadir import DataDirError
 from server.gc_tuning import tune_for_server
+from server.guard import GuardedSite, make_runner, raise_open_file_limit
 from xen.config import PoolConfig
 
 log = logging.getLogger("xo_migrate.main")
@@ -50,15 +51,21 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"xo-migrate: {exc}", file=sys.stderr)
         return 2
+    logfilter.install(config.log_burst, config.log_window_s)
     if args.host:
         config.host = args.host
     if args.port is not None:
         config.port = args.port
     tune_for_server()
+    raise_open_file_limit()
     try:
         asyncio.run(serve(config, embedded_lab=not args.config, seed=getattr(args, "seed", None)))
     except KeyboardInterrupt:
         pass
+    except DataDirError as exc:
+        # A damaged, vanished or unwritable data dir: one line saying what to do.
+        print(f"xo-migrate: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -73,10 +80,12 @@ async def serve(config: ServerConfig, *, embedded_lab: bool, seed: int | None = 
         if embedded_lab:
             config.pools, examples = await _start_embedded_lab(stack, seed)
         app = build_app(config)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        runner = make_runner(app, config.connections, handle_signals=False, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context(config))
+        site = GuardedSite(
+            runner, config.host, config.port, guard=app[GUARD], ssl_context=ssl_context(config)
+        )
         await site.start()
         scheme = "https" if config.cert_file else "http"
         url = f"{scheme}://{config.host}:{config.port}"

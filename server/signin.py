@@ -24,6 +24,7 @@ returned to (no open redirect), and an error is a code from a fixed list, never 
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import re
@@ -36,6 +37,7 @@ from urllib.parse import parse_qsl, quote, unquote
 from aiohttp import web
 
 from server.auth import AuthError, token_hash
+from server.crosssite import cross_site_refusal
 from server.errors import XoError
 
 if TYPE_CHECKING:
@@ -66,6 +68,8 @@ _ERRORS = {
     "invalid": "invalid credentials",
     "throttled": "too fast authentication tries",
     "missing": "Missing credentials",
+    "cross_site": "sign-in refused: the form was not sent by this site",
+    "tokens": "too many sessions for this user: sign out of some first",
 }
 
 
@@ -146,7 +150,14 @@ class WebSignIn:
     async def signin_local(self, request: web.Request) -> web.StreamResponse:
         if (request.content_length or 0) > MAX_FORM_BYTES:
             raise web.HTTPRequestEntityTooLarge(MAX_FORM_BYTES, request.content_length or 0)
-        form = await _read_form(request)
+        # A sign-in form posted by another site's page (login CSRF) is refused.
+        if cross_site_refusal(request, self._state.config.allowed_origins, require_json=False):
+            return _back_to_signin(request, "cross_site")
+        try:
+            async with asyncio.timeout(self._state.config.connections.body_timeout_s):
+                form = await _read_form(request)
+        except TimeoutError:
+            raise web.HTTPRequestTimeout() from None
         username, password = form.get("username", ""), form.get("password", "")
         remote = _remote(request)
         if not username or not password:
@@ -156,7 +167,9 @@ class WebSignIn:
                 {"username": username, "password": password}, remote
             )
         except (XoError, AuthError) as exc:
-            throttled = isinstance(exc, AuthError) and "too fast" in str(exc)
+            throttled = isinstance(exc, AuthError) and (
+                "too fast" in str(exc) or "in progress" in str(exc)
+            )
             return _back_to_signin(request, "throttled" if throttled else "invalid")
         persistent = form.get("remember-me") == "on"
         validity_ms = (
@@ -168,12 +181,15 @@ class WebSignIn:
         new_client = _CLIENT_ID_RE.fullmatch(client_id) is None
         if new_client:
             client_id = secrets.token_urlsafe(12)
-        token = self._state.auth.create_token(
-            user,
-            description=request.headers.get("User-Agent") or "unknown browser",
-            client_id=client_id,
-            expires_in=validity_ms,
-        )
+        try:
+            token = self._state.auth.create_token(
+                user,
+                description=request.headers.get("User-Agent") or "unknown browser",
+                client_id=client_id,
+                expires_in=validity_ms,
+            )
+        except XoError:  # the user's token quota is full
+            return _back_to_signin(request, "tokens")
         rec = self._state.db.token(token_hash(token))
         expiration = rec.expiration if persistent and rec is not None else None
         log.info(

@@ -1,9 +1,11 @@
 """User accounts (xo-server's subjects.mjs behaviour) and the API connections that use them.
 
 - Emails are unique: a duplicate is `objectAlreadyExists` (code 16) naming the existing user.
-- Passwords are hashed with scrypt (server/auth.py) in a worker thread; never logged.
+- Passwords are hashed with scrypt (server/passwords.py) in the hasher's threads; never logged.
 - Deleting a user deletes its tokens (ON DELETE CASCADE) and closes its open connections;
-  deleting a token closes the connections signed in with it.
+  deleting a token closes the connections signed in with it. A new password (reset by an
+  admin or changed by the user) deletes the user's tokens and closes its other connections:
+  whoever held the old password or a token is out.
 - A connection holds its user object; after an update the user's connections get the new one,
   so a permission change applies from their next call (xo-server reloads the user per call).
 """
@@ -16,9 +18,11 @@ import uuid
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from server import errors
-from server.auth import hash_password, verify_password
 from server.db import User
+from server.limits import invalid_value
 
 if TYPE_CHECKING:
     from server.connection import Connection
@@ -42,7 +46,7 @@ def _check_email_free(state: ServerState, email: str) -> None:
 
 async def create_user(state: ServerState, email: str, password: str, permission: str) -> User:
     _check_email_free(state, email)  # fail fast, before the costly hash
-    pw_hash = await asyncio.to_thread(hash_password, password)
+    pw_hash = await state.auth.hash_password(password)
     _check_email_free(state, email)  # again: no await between this check and the insert
     user = User(str(uuid.uuid4()), email, pw_hash, permission)
     state.db.add_user(user)
@@ -54,13 +58,14 @@ async def update_user(
     state: ServerState,
     user_id: str,
     *,
+    caller: Connection | None = None,
     email: str | None = None,
     password: str | None = None,
     permission: str | None = None,
     preferences: dict[str, Any] | None = None,
 ) -> User:
     user = get_user(state, user_id)
-    pw_hash = await asyncio.to_thread(hash_password, password) if password else None
+    pw_hash = await state.auth.hash_password(password) if password else None
     user = get_user(state, user_id)  # re-read after the await: it may have changed meanwhile
     if email and email != user.email:
         _check_email_free(state, email)
@@ -77,6 +82,16 @@ async def update_user(
                 merged.pop(key, None)
             else:
                 merged[key] = value
+        # A quota on what a user stores (depth and string sizes are bounded by server/limits.py).
+        quota = state.config.limits.max_preferences_size
+        size = len(orjson.dumps(merged))
+        if size > quota:
+            raise invalid_value(
+                "/preferences",
+                "maxSize",
+                quota,
+                f"preferences would take {size} bytes, more than the {quota} allowed",
+            )
         user.preferences = merged
     state.db.update_user(user)
     for conn in state.connections:
@@ -89,17 +104,29 @@ async def update_user(
         user.permission,
         pw_hash is not None,
     )
+    if pw_hash is not None:
+        await _end_sessions(state, user.id, keep=caller)
     return user
 
 
+async def _end_sessions(state: ServerState, user_id: str, *, keep: Connection | None) -> None:
+    """After a new password: the user's tokens go, and its connections but `keep` close."""
+    state.auth.revoke_tokens(tokens=None, pattern=None, user_id=user_id)
+    closed = await close_connections(
+        state, lambda c: c.user is not None and c.user.id == user_id and c is not keep, caller=keep
+    )
+    log.info("event=sessions_ended user=%s connections_closed=%d", user_id, closed)
+
+
 async def change_password(
-    state: ServerState, user_id: str, old_password: str, new_password: str
+    state: ServerState, caller: Connection, old_password: str, new_password: str
 ) -> None:
-    user = get_user(state, user_id)
-    if not await asyncio.to_thread(verify_password, old_password, user.pw_hash):
-        log.info("event=change_password_failed user=%s", user_id)
-        raise errors.invalid_credentials()
-    await update_user(state, user_id, password=new_password)
+    user = caller.user
+    if user is None:
+        raise errors.unauthorized()
+    # Through the sign-in throttle: a signed-in session must not guess passwords at speed.
+    await state.auth.check_password(user.email, old_password, caller.remote)
+    await update_user(state, user.id, caller=caller, password=new_password)
 
 
 async def delete_user(state: ServerState, user_id: str, *, caller: Connection) -> None:
@@ -130,7 +157,7 @@ async def revoke_tokens(
 
 
 async def close_connections(
-    state: ServerState, which: Callable[[Connection], bool], *, caller: Connection
+    state: ServerState, which: Callable[[Connection], bool], *, caller: Connection | None
 ) -> int:
     """Close the open connections `which` selects. The caller's own connection, if selected,
     still gets its reply and is closed on its next message."""

@@ -16,6 +16,8 @@ from pydantic import ValidationError
 from api.registry import Method, XoParams
 from api.xo_schema import XoSchema
 from server.errors import invalid_parameters
+from server.limits import ajv_error as _error
+from server.limits import pointer
 
 _PYDANTIC_TYPE_NAMES = {
     "string_type": "string",
@@ -56,22 +58,6 @@ def validate(method: Method, params: Any) -> Any:
 _EMPTY: dict[type[XoParams], XoParams] = {}
 
 
-def _error(
-    path: str, schema_path: str, keyword: str, params: dict[str, Any], message: str
-) -> dict[str, Any]:
-    return {
-        "instancePath": path,
-        "schemaPath": schema_path,
-        "keyword": keyword,
-        "params": params,
-        "message": message,
-    }
-
-
-def _pointer(part: str | int) -> str:
-    return "/" + str(part).replace("~", "~0").replace("/", "~1")
-
-
 def _walk(schema: XoSchema, loc: tuple[str | int, ...]) -> tuple[str, str, dict[str, Any]]:
     """Follow `loc` through the schema: (instancePath, schemaPath, node) of the deepest match.
 
@@ -92,7 +78,7 @@ def _walk(schema: XoSchema, loc: tuple[str | int, ...]) -> tuple[str, str, dict[
             node = {}  # a value inside a free-form object
         else:
             break
-        path += _pointer(part)
+        path += pointer((part,))
     return path, schema_path, node
 
 
@@ -155,6 +141,15 @@ def _convert(
             "maxLength",
             {"limit": n},
             f"must NOT have more than {n} characters",
+        )
+    if kind == "string_pattern_mismatch":
+        pattern = ctx.get("pattern", "")
+        return _error(
+            path,
+            f"{schema_path}/pattern",
+            "pattern",
+            {"pattern": pattern},
+            f'must match pattern "{pattern}"',
         )
     if kind in ("literal_error", "enum"):
         return _error(

@@ -6,6 +6,11 @@ all, exactly as xo-server. Each request gets exactly one response with its id ec
 Synchronous methods are answered inline; coroutine methods run as tasks owned by the
 connection (so a long call never blocks the others and is cancelled when the socket closes).
 A token sign-in sets an expiration: the first message after it closes the socket silently.
+
+Connections are kept honest: a ping every `websocket_heartbeat` (no pong within half of it
+closes the socket), and a socket nobody is signed in on (never, or no more) is closed after
+`unauthenticated_timeout` with code 1008 (policy violation). A message may be exactly
+`max_message_size` bytes; one byte more closes the socket with 1009.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -42,8 +48,10 @@ async def handle_api_socket(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound()
     ws = web.WebSocketResponse(
         compress=False,  # one serialization per change for every client: no per-socket deflate
-        max_msg_size=state.config.max_message_size,
+        # aiohttp refuses a message of exactly `max_msg_size` bytes: allow that one.
+        max_msg_size=state.config.max_message_size + 1,
         autoping=True,
+        heartbeat=state.config.connections.websocket_heartbeat_s or None,
     )
     if not ws.can_prepare(request).ok:
         return web.Response(status=426, text="WebSocket upgrade required\n")
@@ -56,10 +64,11 @@ async def handle_api_socket(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(ConnectionError):
             await ws.send_frame(frame, WSMsgType.TEXT)
 
-    async def kick() -> None:
-        """Disconnect (push backlog overflow or server shutdown), even from a stuck peer."""
+    async def kick(code: int = WSCloseCode.TRY_AGAIN_LATER) -> None:
+        """Disconnect (push backlog overflow, server shutdown, never signed in), even from a
+        stuck peer."""
         try:
-            await asyncio.wait_for(ws.close(code=WSCloseCode.TRY_AGAIN_LATER), _CLOSE_TIMEOUT_S)
+            await asyncio.wait_for(ws.close(code=code), _CLOSE_TIMEOUT_S)
         except (TimeoutError, ConnectionError):
             if request.transport is not None:
                 request.transport.abort()
@@ -111,3 +120,25 @@ async def _reply_when_done(reply: Coroutine[Any, Any, bytes | None], send: Any) 
     frame = await reply
     if frame is not None:
         await send(frame)
+
+
+async def close_anonymous(state: ServerState, timeout_s: float) -> None:
+    """Close (1008) the WebSockets nobody has been signed in on for `timeout_s`: never, or no
+    more since a sign-out. One task for the whole server (server/app.py owns it), checking
+    every few seconds: no timer per connection."""
+    period = min(5.0, max(0.05, timeout_s / 4))
+    while True:
+        await asyncio.sleep(period)
+        now = time.monotonic()
+        doomed = [
+            c
+            for c in state.connections
+            if c.user is None and not c.closed and now - c.anonymous_since >= timeout_s
+        ]
+        for conn in doomed:
+            log.info("event=ws_unauthenticated_timeout conn=%d remote=%s", conn.id, conn.remote)
+        if doomed:
+            await asyncio.gather(
+                *(c.disconnect(WSCloseCode.POLICY_VIOLATION) for c in doomed),
+                return_exceptions=True,
+            )

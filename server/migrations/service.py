@@ -6,7 +6,8 @@ awaits it. The service plans (server/migrations/plan.py), admits storage motion 
 queue (server/migrations/queue.py), has the runner execute it (server/migrations/runner.py:
 XAPI's call sequence, retries, lost connections, the outcome), turns the XAPI task's progress
 into monotonic progress with an ETA, publishes each migration as an object of type
-`migration` in the live collection, and records it in SQLite (written behind).
+`migration` in the live collection, and records it in SQLite: written behind (once per
+event-loop tick), except a new migration, committed before `start` returns its id.
 
 Shutting the server down stops watching migrations but never cancels them in XAPI: their
 records stay `running` in the database and are adopted again at the next start
@@ -183,6 +184,8 @@ class MigrationService:
         self._migrations[m.id] = m
         self._by_vm[req.vm] = m
         self._launch(m, self._runner.execute)
+        # Acknowledged means committed: the id returned must survive a crash right after.
+        self._flush_history()
         log.info(
             "migration=%s event=created vm=%s mode=%s source_pool=%s target_host=%s user=%s",
             m.id,

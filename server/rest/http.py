@@ -2,9 +2,11 @@
 `ndjson`) and the decorator every endpoint goes through.
 
 Authentication, as xo-server's REST API: the `authenticationToken` cookie (or the `token`
-cookie of the web UI), `Authorization: Bearer <token>`, or HTTP Basic with email and password.
-No credentials or bad ones: 401. Signed in but not an admin: 403 (xo-migrate has no ACLs, and
-without them a non-admin holds no right on any object, as over JSON-RPC).
+cookie of the web UI), `Authorization: Bearer <token>`, or HTTP Basic with email and password
+(through the sign-in throttle, server/throttle.py). No credentials or bad ones: 401. Signed in
+but not an admin: 403 (xo-migrate has no ACLs, and without them a non-admin holds no right on
+any object, as over JSON-RPC). A cookie-authenticated POST must pass the cross-site check
+(server/crosssite.py), else 403. Bodies: 413 over `max_message_size`, 408 if too slow.
 
 Errors are JSON, in the XO error shape JSON-RPC clients already know (`{message, code, data}`),
 with an HTTP status derived from the XO code (`STATUS_BY_CODE`); anything else is 500.
@@ -26,9 +28,12 @@ from pydantic import ValidationError
 
 from server import errors
 from server.auth import AuthError
+from server.crosssite import cross_site_refusal
 from server.db import User
 from server.errors import RpcError, XoError
-from server.matching import compile_string_filter
+from server.http_body import BodyError, read_body
+from server.limits import check_params
+from server.matching import FilterError, compile_string_filter
 from server.rest.context import REST, RestContext
 from server.xapi_errors import to_wire_error
 from xen.errors import PoolUnavailable, XapiError
@@ -57,6 +62,7 @@ STATUS_BY_CODE = {
 }
 
 Handler = Callable[[web.Request, RestContext, User], Awaitable[web.StreamResponse]]
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class RestError(Exception):
@@ -96,6 +102,9 @@ def endpoint(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRe
             return await handler(request, ctx, user)
         except RestError as exc:
             return error_response(exc.error.to_wire(), exc.status)
+        except BodyError as exc:
+            error = XoError(10, str(exc), {"errors": []})
+            return error_response(error.to_wire(), exc.status)
         except ValidationError as exc:
             return error_response(invalid_body(exc).to_wire(), 400)
         except (XoError, RpcError, XapiError, PoolUnavailable) as exc:
@@ -112,13 +121,19 @@ def invalid_body(exc: ValidationError) -> XoError:
     return errors.invalid_parameters([dict(d) for d in details])
 
 
-def read_json(raw: bytes) -> Any:
+async def read_json(request: web.Request, ctx: RestContext) -> Any:
+    """The JSON body, read within the size and time limits, its strings and nesting checked."""
+    config = ctx.state.config
+    raw = await read_body(request, config.connections.body_timeout_s)
     if not raw.strip():
         return {}
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise RestError(400, errors.invalid_parameters([], f"invalid JSON body: {exc}")) from None
+    if isinstance(body, dict | list):
+        check_params(body, config.limits)
+    return body
 
 
 # -- authentication --------------------------------------------------------------------------
@@ -132,6 +147,12 @@ async def authenticate(request: web.Request, ctx: RestContext) -> User:
     token = value if scheme == "bearer" and value else None
     if token is None:
         token = request.cookies.get("authenticationToken") or request.cookies.get("token")
+        if token and request.method not in _SAFE_METHODS:
+            # The browser attaches the cookie to cross-site requests too (server/crosssite.py).
+            refused = cross_site_refusal(request, ctx.state.config.allowed_origins)
+            if refused is not None:
+                error = errors.unauthorized()
+                raise RestError(403, XoError(error.code, error.message, {"reason": refused}))
     try:
         if token:
             user, _ = auth.authenticate_token(token, remote)
@@ -191,7 +212,18 @@ class ListQuery:
         raw_fields = request.query.get("fields")
         fields = [f.strip() for f in raw_fields.split(",") if f.strip()] if raw_fields else None
         raw_filter = request.query.get("filter")
-        predicate = compile_string_filter(raw_filter) if raw_filter else None
+        predicate = None
+        if raw_filter:
+            limits = request.app[REST].state.config.limits
+            try:
+                predicate = compile_string_filter(
+                    raw_filter,
+                    max_length=limits.max_filter_length,
+                    max_terms=limits.max_filter_terms,
+                )
+            except FilterError as exc:
+                error = {"loc": ["query", "filter"], "msg": str(exc)}
+                raise RestError(400, errors.invalid_parameters([error])) from None
         raw_limit = request.query.get("limit")
         limit = None
         if raw_limit is not None:

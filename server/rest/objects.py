@@ -95,7 +95,7 @@ class MigrateBody(BaseModel):
 @endpoint
 async def migrate_vm(request: web.Request, ctx: RestContext, user: User) -> web.StreamResponse:
     vm = _object(ctx, "vms", request.match_info["id"])
-    body = MigrateBody.model_validate(read_json(await request.read()))
+    body = MigrateBody.model_validate(await read_json(request, ctx))
     migrations = ctx.migrations()
     m = migrations.start(
         body.request(vm["id"]), method=REST_MIGRATE_METHOD, user_id=user.id, user_email=user.email

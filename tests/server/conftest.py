@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from server.app import STATE, build_app
+from server.app import GUARD, STATE, build_app
 from server.auth import AuthSettings
 from server.config import ServerConfig
+from server.guard import GuardedSite, make_runner
 from server.state import ServerState
 from tests.server.xo_client import XoClient
 
@@ -37,12 +38,17 @@ class RunningServer:
         return f"{'wss' if self.scheme == 'https' else 'ws'}://127.0.0.1:{self.port}/api/"
 
 
+# Tests hash passwords at the old, cheaper scrypt cost (N=2^14): the production default
+# (N=2^17) costs most of a second per sign-in; tests/server/test_hardening.py checks it.
+TEST_SCRYPT_N = 2**14
+
+
 def make_config(data_dir: Path, **overrides: Any) -> ServerConfig:
     cfg = ServerConfig(
         host="127.0.0.1",
         port=0,
         data_dir=data_dir,
-        auth=AuthSettings(throttling_delay_s=0.3),
+        auth=AuthSettings(throttling_delay_s=0.3, scrypt_n=TEST_SCRYPT_N),
     )
     for key, value in overrides.items():
         setattr(cfg, key, value)
@@ -54,10 +60,11 @@ async def running_server(
     config: ServerConfig, ssl_context: Any = None
 ) -> AsyncIterator[RunningServer]:
     app = build_app(config)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    runner = make_runner(app, config.connections, access_log=None, shutdown_timeout=2)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+        # As `xo-migrate serve`: behind the connection guard.
+        site = GuardedSite(runner, "127.0.0.1", 0, guard=app[GUARD], ssl_context=ssl_context)
         await site.start()
         port = runner.addresses[0][1]
         yield RunningServer(app, port, "https" if ssl_context else "http")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import tomllib
 from pathlib import Path
@@ -13,11 +12,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from server.config import ConfigError, load_config, parse_config
+from server.auth import AuthSettings
+from server.config import ConfigError, ServerConfig, load_config, parse_config
+from server.guard import ConnectionLimits
+from server.limits import InputLimits
 from server.migrations.settings import MigrationSettings
+from tests.server.serve_process import ROOT, free_port, wait_listening
 from tests.server.xo_client import XoClient
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_example_config_parses_to_the_defaults() -> None:
@@ -31,6 +32,16 @@ def test_example_config_parses_to_the_defaults() -> None:
     assert cfg.signin.session_cookie_validity_ms == 10 * 3600e3
     assert cfg.signin.permanent_cookie_validity_ms == 30 * 86400e3
     assert cfg.migration == MigrationSettings()  # every [migration] key shown at its default
+    # Every limit is in the example, with its default value.
+    assert cfg.auth == AuthSettings()
+    assert cfg.limits == InputLimits()
+    assert cfg.connections == ConnectionLimits()
+    defaults = ServerConfig()
+    assert (cfg.allowed_origins, cfg.log_burst, cfg.log_window_s) == (
+        defaults.allowed_origins,
+        defaults.log_burst,
+        defaults.log_window_s,
+    )
 
 
 def test_mounts_and_web_sign_in_validities(tmp_path: Path) -> None:
@@ -70,6 +81,42 @@ def test_migration_keys(tmp_path: Path) -> None:
         parse_config({"migration": {"plan_checks": 0}}, tmp_path)
 
 
+def test_limits_are_parsed_and_checked(tmp_path: Path) -> None:
+    text = """
+[http]
+max_connections_per_address = 3
+header_timeout = "2 s"
+allowed_origins = ["https://xo.example.org"]
+[api]
+unauthenticated_timeout = 0
+[authentication]
+scrypt_n = 16384
+failures_per_address = 4
+[limits]
+max_depth = 4
+[log]
+repeat_burst = 2
+"""
+    cfg = parse_config(tomllib.loads(text), tmp_path)
+    assert cfg.connections.max_connections_per_address == 3
+    assert cfg.connections.header_timeout_s == 2.0
+    assert cfg.connections.unauthenticated_timeout_s == 0.0
+    assert cfg.allowed_origins == ["https://xo.example.org"]
+    assert (cfg.auth.scrypt_n, cfg.auth.failures_per_address) == (16384, 4)
+    assert cfg.limits.max_depth == 4 and cfg.log_burst == 2
+    for bad in (
+        {"authentication": {"scrypt_n": 1000}},
+        {"authentication": {"checks_per_address": 0}},
+        {"limits": {"max_depth": "deep"}},
+        {"limits": {"max_nesting": 3}},
+        {"http": {"header_timeout": 0}},
+        {"http": {"allowed_origins": "https://x"}},
+        {"log": {"repeat_burst": True}},
+    ):
+        with pytest.raises(ConfigError):
+            parse_config(bad, tmp_path)
+
+
 def test_pools_and_strictness(tmp_path: Path) -> None:
     text = """
 data_dir = "/var/lib/xo"
@@ -96,15 +143,9 @@ allow_unauthorized = true
         parse_config({"authentication": {"throttling_delay": "soon"}}, tmp_path)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(60)
 async def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "xo.toml"
     config.write_text(f'data_dir = "{tmp_path / "data"}"\n[http]\nport = {port}\n')
     ui = tmp_path / "ui"
@@ -125,10 +166,8 @@ async def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
-        line = b""
-        while b"xo-cli register" not in line:
-            line = await asyncio.wait_for(proc.stdout.readline(), 20)  # type: ignore[union-attr]
-            assert line, "server exited early"
+        line = await wait_listening(proc)
+        assert line is not None, "server exited early"
         assert f"xo-cli register http://127.0.0.1:{port} admin@admin.net admin".encode() in line
         line = await asyncio.wait_for(proc.stdout.readline(), 20)  # type: ignore[union-attr]
         assert f"web UI: http://127.0.0.1:{port}/ui".encode() in line
@@ -159,7 +198,7 @@ async def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
 async def test_demo_serves_the_embedded_lab_and_its_printed_commands_work(tmp_path: Path) -> None:
     """`make demo` = `xo-migrate serve` without a config: the simulated lab in-process, and
     the example commands it prints can be run as they are."""
-    port = _free_port()
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -22,6 +22,7 @@ from tests.server.conftest import RunningServer
 from xen.sim import Simulator
 
 pytestmark = pytest.mark.timeout(90)
+JSON_TYPE = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(name="lab")
@@ -238,7 +239,9 @@ async def test_sync_migrate_waits_and_bad_requests_start_nothing(lab: Lab) -> No
         ]
         status, body, _ = await _migrate(s, vm, {})
         assert status == 400 and body["data"]["errors"][0]["loc"] == ["hostId"]
-        async with s.post(f"/rest/v0/vms/{vm}/actions/migrate", data=b"{not json") as resp:
+        async with s.post(
+            f"/rest/v0/vms/{vm}/actions/migrate", data=b"{not json", headers=JSON_TYPE
+        ) as resp:
             assert resp.status == 400 and (await _json(resp))["code"] == 10
         status, body, _ = await _migrate(s, vm, {"hostId": "no-such-host"})
         assert status == 404 and body["message"] == "no such host no-such-host"

@@ -189,7 +189,8 @@ async def test_http_post_with_bearer_cookie_and_batches(server: RunningServer, c
         }
         cookies = {"authenticationToken": token}
         data = b'{"id":2,"jsonrpc":"2.0","method":"session.getUser"}'
-        async with http.post(url, data=data, cookies=cookies) as r:
+        json_type = {"Content-Type": "application/json"}
+        async with http.post(url, data=data, cookies=cookies, headers=json_type) as r:
             assert (await r.json())["result"]["email"] == "admin@admin.net"
         async with http.post(url, data=data, headers={"Authorization": "Bearer nope"}) as r:
             assert r.status == 401

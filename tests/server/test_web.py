@@ -436,3 +436,22 @@ async def test_cookies_are_secure_over_tls(tmp_path: Path) -> None:
             assert "; secure" in raw_set_cookie(failed, "xo-migrate-signin-error").lower()
     finally:
         await asyncio.to_thread(certs.close)
+
+
+async def test_a_sign_in_form_posted_by_another_site_is_refused(web: Web) -> None:
+    """Login CSRF: a page elsewhere must not sign the browser in as someone (an attacker's
+    account, say); a form the browser posts carries the page's Origin."""
+    db = web.server.state.db
+    before = db._db.execute("SELECT count(*) FROM tokens").fetchone()[0]
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        resp = await web.request(
+            "POST", "/signin/local", data=ADMIN, headers={**_urlencoded(), **headers}
+        )
+        assert (resp.status, resp.headers["Location"]) == (303, "/signin")
+        assert "token" not in set_cookies(resp)
+    assert db._db.execute("SELECT count(*) FROM tokens").fetchone()[0] == before
+    # The page's own form (same origin) signs in.
+    resp = await web.request(
+        "POST", "/signin/local", data=ADMIN, headers={**_urlencoded(), "Origin": web.base}
+    )
+    assert resp.status == 303 and "token" in set_cookies(resp)

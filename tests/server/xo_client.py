@@ -39,8 +39,11 @@ class XoClient:
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
-    async def connect(cls, url: str) -> XoClient:
-        session = aiohttp.ClientSession()
+    async def connect(cls, url: str, local_addr: str | None = None) -> XoClient:
+        """`local_addr`: the loopback address to connect from (another client, as the
+        server's per-address limits see it)."""
+        connector = aiohttp.TCPConnector(local_addr=(local_addr, 0)) if local_addr else None
+        session = aiohttp.ClientSession(connector=connector)
         try:
             ws = await session.ws_connect(url, autoping=True, max_msg_size=64 * 1024 * 1024)
         except BaseException:
@@ -101,9 +104,15 @@ class XoClient:
         message["method"] = method
         if params is not None:
             message["params"] = params
+        return await self.request_raw(message, req_id, timeout=timeout)
+
+    async def request_raw(
+        self, frame: dict[str, Any] | str | bytes, req_id: Any, *, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """Send a frame built by the caller; the response carrying `req_id`."""
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
-        await self.send_raw(message)
+        await self.send_raw(frame)
         return await asyncio.wait_for(fut, timeout)
 
     async def call(self, method: str, params: Any = None, *, timeout: float = 10.0) -> Any:

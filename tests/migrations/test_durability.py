@@ -1,0 +1,126 @@
+"""Issue 10, class 6: a migration acknowledged by `migration.start` is in the database before
+its id is returned, so a crash right after loses nothing.
+
+Against a real `xo-migrate serve` process on the simulated pools: start migrations, SIGKILL
+the server the moment the ids arrive, start it again on the same data dir and find each one.
+And in-process, with nothing in between: the row is readable from the database file by
+another connection as soon as `start` returns, before the event loop runs again."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.migrations.plan import MigrationRequest
+from tests.helpers import wait_until
+from tests.migrations.conftest import Lab
+from tests.server.serve_process import free_port, spawn_serve, wait_listening
+from tests.server.xo_client import XoClient
+from xen.sim import Simulator
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def config_text(sim: Simulator, data_dir: Path, port: int) -> str:
+    lines = [
+        f'data_dir = "{data_dir}"',
+        "[http]",
+        f"port = {port}",
+        "[authentication]",
+        "scrypt_n = 16384",
+    ]
+    for pool in sim.manifest()["pools"]:
+        lines += [
+            "[[pools]]",
+            f'label = "{pool["name"]}"',
+            f'url = "{pool["master"]}"',
+            f'username = "{pool["username"]}"',
+            f'password = "{pool["password"]}"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+async def start_serve(config: Path) -> asyncio.subprocess.Process:
+    proc = await spawn_serve(config, stderr=asyncio.subprocess.DEVNULL)
+    assert await wait_listening(proc) is not None
+    return proc
+
+
+async def signed_in(port: int, pools: int) -> XoClient:
+    client = await XoClient.connect(f"ws://127.0.0.1:{port}/api/")
+    await client.sign_in()
+
+    async def connected() -> bool:
+        servers = await client.call("server.getAll")
+        return len(servers) == pools and all(s["status"] == "connected" for s in servers)
+
+    await wait_until(connected)
+    return client
+
+
+async def test_sigkill_right_after_migration_start_keeps_the_migrations(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    sim.timing.time_scale = 0.05  # slow enough that they are still running when killed
+    port = free_port()
+    config = tmp_path / "xo.toml"
+    config.write_text(config_text(sim, tmp_path / "data", port))
+    pools = len(sim.manifest()["pools"])
+    proc = await start_serve(config)
+    try:
+        client = await signed_in(port, pools)
+        objects: dict[str, Any] = await client.call("xo.getAllObjects")
+        by_name = {o.get("name_label"): o["id"] for o in objects.values()}
+        moves = [("web-01", "a2"), ("web-02", "a3"), ("app-01", "a2"), ("b-web-01", "b2")]
+        # Pipelined: every frame sent at once, the server killed on the last reply.
+        requests = [
+            client.request("migration.start", {"vm": by_name[vm], "targetHost": by_name[host]})
+            for vm, host in moves
+        ]
+        replies = await asyncio.gather(*requests)
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        ids = [r["result"] for r in replies]
+        await client.close()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+    proc = await start_serve(config)
+    try:
+        client = await signed_in(port, pools)
+        for migration_id, (vm, _) in zip(ids, moves, strict=True):
+            record = await client.call("migration.get", {"id": migration_id})
+            assert record["vm"] == by_name[vm]
+        listed = {r["id"] for r in await client.call("migration.getAll")}
+        assert set(ids) <= listed
+        await client.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), 20)
+
+
+async def test_the_record_is_committed_before_start_returns(lab: Lab) -> None:
+    service = lab.server.state.services["migrations"]
+    vm, host = await lab.id_of("VM", "web-01"), await lab.id_of("host", "a2")
+    db_file = lab.server.state.config.data_dir / "xo-migrate.db"
+    m = service.start(
+        MigrationRequest(vm=vm, target_host=host),
+        method="migration.start",
+        user_id=None,
+        user_email=None,
+    )
+    # No await since `start`: a write-behind would not have run yet.
+    other = sqlite3.connect(db_file)
+    try:
+        row = other.execute("SELECT vm, status FROM migrations WHERE id = ?", (m.id,)).fetchone()
+    finally:
+        other.close()
+    assert row == (vm, "running")
+    await m.done.wait()
