@@ -10,6 +10,7 @@ from typing import Any
 
 from server.auth import AuthSettings
 from server.duration import parse_duration_ms
+from server.metrics_settings import MetricsSettings, parse_metrics_settings
 from server.migrations.service import MigrationSettings
 from server.signin import SignInSettings
 from xen.config import PoolConfig
@@ -39,10 +40,12 @@ class ServerConfig:
     # URL prefix -> directory served there (`[http.mounts]`, `serve --mount`): the web UI.
     mounts: dict[str, Path] = field(default_factory=dict)
     signin: SignInSettings = field(default_factory=SignInSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 _SECTIONS: dict[str, set[str]] = {
-    "": {"data_dir", "http", "authentication", "api", "pools", "migration"},
+    "": {"data_dir", "http", "authentication", "api", "pools", "migration", "metrics"},
+    "metrics": {"enabled", "listen", "lag_interval"},
     "migration": {"per_pool_limit", "per_host_limit", "retry_delay", "history_keep"},
     "http": {"host", "port", "cert", "key", "mounts"},
     "authentication": {
@@ -195,6 +198,12 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> ServerConfig:
         raise ConfigError(f"[migration] {exc}") from None
     if cfg.migration.per_pool_limit < 1 or cfg.migration.per_host_limit < 1:
         raise ConfigError("[migration] limits must be at least 1")
+    metrics = data.get("metrics", {})
+    _check_keys("metrics", metrics)
+    try:
+        cfg.metrics = parse_metrics_settings(metrics)
+    except ValueError as exc:
+        raise ConfigError(f"[metrics] {exc}") from None
     for entry in data.get("pools", []):
         _check_keys("pools", entry)
         if "url" not in entry or "username" not in entry:
