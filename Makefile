@@ -22,9 +22,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check server api xen tests bench
-	$(BIN)/ruff format --check server api xen tests bench
-	$(BIN)/mypy --ignore-missing-imports --python-version 3.11 server api xen bench
+	$(BIN)/ruff check server api xen client tests bench
+	$(BIN)/ruff format --check server api xen client tests bench
+	$(BIN)/mypy --ignore-missing-imports --python-version 3.11 server api xen client bench
 
 test: lint
 	$(BIN)/pytest -q -p no:cacheprovider
