@@ -100,8 +100,8 @@ class View:
 class Board:
     """The followed migrations: `ids` given, or every live one (`watch`) when None."""
 
-    def __init__(self, view: View, ids: Iterable[str] | None = None) -> None:
-        self.view = view
+    def __init__(self, ids: Iterable[str] | None = None) -> None:
+        self.view: View | None = None  # nothing is shown before `show`
         self.follow_all = ids is None
         self.wanted: set[str] = set(ids or ())
         self.migrations: dict[str, dict[str, Any]] = {}
@@ -129,11 +129,17 @@ class Board:
         if merged is self.migrations.get(mid):
             return
         self.migrations[mid] = merged
-        if self.follow_all or mid in self.wanted:
+        if self.view is not None and (self.follow_all or mid in self.wanted):
             self.view.update(merged)
         if self.wanted and self.all_done():
             self.settled.set()
         self.changed.set()
+
+    def show(self, view: View) -> None:
+        """Start showing on `view`, beginning with what is known so far."""
+        self.view = view
+        for m in self.followed():
+            view.update(m)
 
     def _wants(self, m: dict[str, Any]) -> bool:
         return m["id"] in self.wanted or (self.follow_all and m.get("status") in LIVE)

@@ -37,4 +37,14 @@ class RpcError(CliError):
         xapi_code = self.data.get("code")
         if isinstance(xapi_code, str) and xapi_code not in message:
             message = f"{xapi_code}: {message}"
+        reason = self.data.get("reason")  # forbidden operation: why
+        if isinstance(reason, str) and reason:
+            message = f"{message} ({reason})"
+        details = [
+            f"{'.'.join(str(p) for p in e.get('loc') or [])}: {e.get('msg')}"
+            for e in self.data.get("errors") or []
+            if isinstance(e, dict)
+        ]
+        if details:  # invalid parameters: which, and why
+            message = f"{message}: {'; '.join(details)}"
         super().__init__(message, EXIT_FAILURE, str(self.data.get("hint") or ""))

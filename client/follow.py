@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 from client import interrupt, units
-from client.board import LIVE, TERMINAL, Board, View, error_text, label, state_text, view_for
+from client.board import LIVE, TERMINAL, Board, error_text, label, state_text, view_for
 from client.connection import Connection
 from client.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, CliError, RpcError, UsageError
 from client.inventory import Inventory
@@ -25,7 +25,7 @@ async def migrate(args: argparse.Namespace, out: Output) -> int:
         host = inv.resolve("host", args.host)
         vms = list({vm["id"]: vm for vm in (inv.resolve("VM", v) for v in args.vms)}.values())
         all_params = [migrate_params(inv, args, vm, host) for vm in vms]
-        board = Board(view_for(out), ids=[])
+        board = Board(ids=[])
         conn.listen(board.on_push)  # before starting: no pushed change is missed
         started: list[tuple[str, dict[str, Any]]] = []
         failed_to_start = 0
@@ -56,26 +56,14 @@ async def migrate(args: argparse.Namespace, out: Output) -> int:
 
 async def watch(args: argparse.Namespace, out: Output) -> int:
     async with open_session() as conn:
-        board = Board(view_for(out) if not args.once else _NoView(), ids=None)
+        board = Board(ids=None)
         conn.listen(board.on_push)
         for m in await conn.call("migration.getAll", {"limit": 500}) or []:
             if m.get("status") in LIVE:
                 board.offer(m)
         if args.once:
             return _show_once(out, board)
-        if not board.migrations:
-            board.view.message("no live migration; waiting for new ones (Ctrl-C to stop)")
         return await follow(conn, board, out, cancellable=False)
-
-
-class _NoView(View):
-    """`watch --once` shows a table, not a live view."""
-
-    def update(self, m: dict[str, Any]) -> None:
-        pass
-
-    def message(self, text: str, style: str = "") -> None:
-        pass
 
 
 def _show_once(out: Output, board: Board) -> int:
@@ -109,11 +97,14 @@ def _all_succeeded(board: Board) -> bool:
 async def follow(conn: Connection, board: Board, out: Output, *, cancellable: bool) -> int:
     """Show the board live until every wanted migration ends (`migrate`), or until Ctrl-C
     (`watch`, or `migrate` when the person chooses to stop watching or cancel)."""
-    view = board.view
+    view = view_for(out)
     with interrupt.interrupts() as interrupted:
         for mid in list(board.wanted):  # seed: the state as of now, in case nothing changes
             board.offer(await conn.call("migration.get", {"id": mid}))
         view.start()
+        board.show(view)  # only now: a Ctrl-C from here on is ours to handle
+        if board.follow_all and not board.migrations:
+            view.message("no live migration; waiting for new ones (Ctrl-C to stop)")
         try:
             while not (board.wanted and board.all_done()):
                 ended = await _first(interrupted, board.settled, conn.lost)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import stat
 from typing import Any
 
@@ -235,3 +236,20 @@ async def test_watch_once_shows_the_queue(logged_in: Cli) -> None:
             await lab.client.call("migration.cancel", {"id": migration_id})
     idle = await logged_in.run("watch", "--once")
     assert "no live migration" in idle.out
+
+
+async def test_ctrl_c_without_a_terminal_stops_watching_only(logged_in: Cli) -> None:
+    lab = logged_in.lab
+    lab.sim.timing.time_scale = 0.02  # db-01 to Pool B: about 7 s
+    follower = await logged_in.start("migrate", "db-01", "b1", "--json")
+    assert follower.stdout is not None
+    first = json.loads(await asyncio.wait_for(follower.stdout.readline(), 30))
+    busy = await logged_in.run("migrate", "db-01", "b2")  # the VM is already moving
+    assert busy.code == 1
+    assert "db-01: not started" in busy.err and "already being migrated" in busy.err
+    follower.send_signal(signal.SIGINT)
+    _out, err = await asyncio.wait_for(follower.communicate(), 30)
+    assert follower.returncode == 130
+    assert "stopped watching; db-01 → b1 goes on" in err.decode()
+    final = await lab.client.call("migration.wait", {"id": first["id"]}, timeout=60)
+    assert final["status"] == "success"
