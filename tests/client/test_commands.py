@@ -253,3 +253,28 @@ async def test_ctrl_c_without_a_terminal_stops_watching_only(logged_in: Cli) -> 
     assert "stopped watching; db-01 → b1 goes on" in err.decode()
     final = await lab.client.call("migration.wait", {"id": first["id"]}, timeout=60)
     assert final["status"] == "success"
+
+
+async def test_watch_follows_new_migrations_until_ctrl_c(logged_in: Cli) -> None:
+    lab = logged_in.lab
+    watcher = await logged_in.start("watch", "--json")
+    assert watcher.stdout is not None
+    subscribers = len(lab.server.state.push)
+
+    async def watcher_signed_in() -> bool:
+        return len(lab.server.state.push) > subscribers
+
+    await wait_until(watcher_signed_in)
+    await asyncio.sleep(0.2)  # and has read the (empty) list of live migrations
+    started = await lab.client.call(
+        "migration.start",
+        {"vm": await lab.id_of("VM", "web-01"), "targetHost": await lab.id_of("host", "a2")},
+    )
+    events = []
+    while not events or events[-1]["event"] != "finished":
+        events.append(json.loads(await asyncio.wait_for(watcher.stdout.readline(), 30)))
+    assert {e["id"] for e in events} == {started}
+    assert events[-1]["status"] == "success" and events[-1]["progress"] == 1.0
+    watcher.send_signal(signal.SIGINT)
+    await asyncio.wait_for(watcher.communicate(), 30)
+    assert watcher.returncode == 130
