@@ -13,6 +13,7 @@ XO_WEB ?= ../shared/xo-web/dist
 
 $(BIN)/python:
 	@test -n "$(PY)" || { echo "need Python 3.11 or newer: install it, or give it as PY=/path/to/python3"; exit 1; }
+	@$(PY) -c 'import sys' 2>/dev/null || { echo "$(PY) does not run (not installed, or a pyenv shim of a version not enabled): give PY=/path/to/python3"; exit 1; }
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "$(PY) is older than 3.11"; exit 1; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -22,9 +23,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check server api xen tests bench
-	$(BIN)/ruff format --check server api xen tests bench
-	$(BIN)/mypy --ignore-missing-imports --python-version 3.11 server api xen bench
+	$(BIN)/ruff check server api xen client tests bench
+	$(BIN)/ruff format --check server api xen client tests bench
+	$(BIN)/mypy --ignore-missing-imports --python-version 3.11 server api xen client bench
 
 test: lint
 	$(BIN)/pytest -q -p no:cacheprovider

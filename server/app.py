@@ -34,6 +34,8 @@ from server.db import Database, ServerRecord
 from server.dispatch import Dispatcher
 from server.guard import ConnectionGuard
 from server.http_rpc import handle_api_post
+from server.metrics_http import METRICS
+from server.metrics_http import register as register_metrics
 from server.oneshot import OneShotUrls
 from server.push import PushHub
 from server.rest import register as register_rest
@@ -95,6 +97,7 @@ def build_app(config: ServerConfig, store: ObjectStore | None = None) -> web.App
     register_rest(app, state)  # /rest/v0 (server/rest/)
     files = StaticFiles(config.mounts)
     app.router.add_get("/rest/v0/gui-routes", files.handle_gui_routes)  # no authentication
+    register_metrics(app, state)  # GET /metrics (server/metrics_http.py)
     WebSignIn(state, files).register(app)  # last: its gate takes every URL left
     app.cleanup_ctx.append(_lifespan)
     app.on_shutdown.append(_close_connections)
@@ -109,7 +112,7 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     _seed_config_pools(state)
     manager_class = _pool_manager_class()
     if manager_class is not None:
-        state.pools = manager_class(state.store)
+        state.pools = manager_class(state.store, app[METRICS].pool_options())
         await state.pools.start()
         for rec in state.db.servers():
             if rec.credentials_error:

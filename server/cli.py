@@ -1,9 +1,14 @@
-"""`xo-migrate` command line: `serve` runs the API server, `sim` runs the XAPI simulator."""
+"""`xo-migrate` command line: `serve` runs the API server, `sim` runs the XAPI simulator, and
+the terminal client's commands (login, ls, plan, migrate, watch, cancel, history: client/)
+talk to a running server."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from client.args import COMMANDS as CLIENT_COMMANDS
+from client.args import add_commands as add_client_commands
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the same uuids and refs at every start (overrides the lab's [server] seed)",
     )
 
+    add_client_commands(sub)  # argparse only: serve never imports the client (nor rich)
+
     args = parser.parse_args(argv)
+    if args.command in CLIENT_COMMANDS:
+        from client.main import run as run_client
+
+        return run_client(args)
     if args.command == "sim":
         from xen.sim.main import run as run_sim
 

@@ -12,6 +12,7 @@ from server.auth import AuthSettings
 from server.duration import parse_duration_ms
 from server.guard import ConnectionLimits
 from server.limits import InputLimits
+from server.metrics_settings import MetricsSettings, parse_metrics_settings
 from server.migrations.service import MigrationSettings
 from server.signin import SignInSettings
 from xen.config import PoolConfig
@@ -48,6 +49,7 @@ class ServerConfig:
     allowed_origins: list[str] = field(default_factory=list)
     log_burst: int = 10  # lines of one repeated message let through per window
     log_window_s: float = 10.0
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 # Integer keys of [authentication]: password checks and the sign-in throttle
@@ -78,7 +80,18 @@ _CONNECTION_DURATIONS = {
 }
 
 _SECTIONS: dict[str, set[str]] = {
-    "": {"data_dir", "http", "authentication", "api", "pools", "migration", "limits", "log"},
+    "": {
+        "data_dir",
+        "http",
+        "authentication",
+        "api",
+        "pools",
+        "migration",
+        "limits",
+        "log",
+        "metrics",
+    },
+    "metrics": {"enabled", "listen", "lag_interval"},
     "migration": {
         "per_pool_limit",
         "per_host_limit",
@@ -280,6 +293,12 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> ServerConfig:
         raise ConfigError("[migration] limits must be at least 1")
     if cfg.migration.plan_checks < 1:
         raise ConfigError("[migration] plan_checks must be at least 1")
+    metrics = data.get("metrics", {})
+    _check_keys("metrics", metrics)
+    try:
+        cfg.metrics = parse_metrics_settings(metrics)
+    except ValueError as exc:
+        raise ConfigError(f"[metrics] {exc}") from None
     for entry in data.get("pools", []):
         _check_keys("pools", entry)
         if "url" not in entry or "username" not in entry:

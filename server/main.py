@@ -88,7 +88,8 @@ async def serve(config: ServerConfig, *, embedded_lab: bool, seed: int | None = 
         )
         await site.start()
         scheme = "https" if config.cert_file else "http"
-        url = f"{scheme}://{config.host}:{config.port}"
+        port = runner.addresses[0][1] if config.port == 0 else config.port  # --port 0: any
+        url = f"{scheme}://{config.host}:{port}"
         log.info("event=listening url=%s data_dir=%s", url, config.data_dir)
         print(f"xo-migrate is listening on {url} (WebSocket {url.replace('http', 'ws', 1)}/api/)")
         print(f"connect with: xo-cli register {url} admin@admin.net admin")

@@ -117,6 +117,7 @@ class PushHub:
         self.max_frames = max_frames
         self.max_objects = max_objects
         self._members: dict[Connection, Outbox] = {}
+        self.dropped = 0  # connections disconnected for falling too far behind (metrics)
         self._unsubscribe = store.subscribe(self._on_changes)
 
     def __len__(self) -> int:
@@ -140,6 +141,7 @@ class PushHub:
         for conn, outbox in self._members.items():
             if not outbox.offer(frames, changes):
                 dropped.append(conn)
+        self.dropped += len(dropped)
         for conn in dropped:
             log.warning("event=push_overflow remote=%s limit=%d", conn.remote, self.max_objects)
             self.discard(conn)

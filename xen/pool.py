@@ -21,7 +21,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -53,6 +53,14 @@ MIGRATION_CLASSES: tuple[str, ...] = FOLLOWED
 
 _MAX_REDIRECTS = 4  # HOST_IS_SLAVE hops while looking for the master
 
+# Told of every XAPI call a connection made: (pool label, method, seconds, error), the error
+# being the XAPI code or the exception's class name, None on success. `call_async` operations
+# are also told under their own method name (`VM.migrate_send`: the task's outcome and
+# duration) besides their `Async.` dispatch call. Runs on the event loop; it must be quick and
+# must not raise. The server's metrics plug in here (xen/ knows nothing of them); a call
+# cancelled by its caller is not reported.
+CallObserver = Callable[[str, str, float, str | None], None]
+
 
 @dataclass(slots=True)
 class ConnectionOptions:
@@ -69,6 +77,7 @@ class ConnectionOptions:
     destroy_wait: float = 120.0  # how long a task.destroy waits for a pool that is reconnecting
     close_timeout: float = 2.0  # how long aclose() waits for threads (logouts)
     classes: tuple[str, ...] = MIGRATION_CLASSES
+    observer: CallObserver | None = None
 
 
 class PoolConnection:
@@ -163,7 +172,9 @@ class PoolConnection:
                 await self.wait_ready(self.options.call_wait)
             url = self.master_url
             try:
-                return await self._workers.run(self._call_in_thread, url, method, args)
+                return await self._observed(
+                    method, self._workers.run(self._call_in_thread, url, method, args)
+                )
             except HostIsSlave as exc:
                 # The master moved: the request was not executed, retry on the new one.
                 self._redirect(exc.master)
@@ -221,6 +232,19 @@ class PoolConnection:
         operation). PoolUnavailable once the task exists means only that we lost sight of
         it: it may still be running; `follow_task` picks it up again."""
 
+        # Observed twice: the `Async.<method>` call (dispatch) by `call`, and here the whole
+        # operation under `<method>`, with the task's outcome and duration.
+        return await self._observed(
+            method, self._run_async(method, args, on_task, cancel_on_cancel)
+        )
+
+    async def _run_async(
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        on_task: Callable[[str], None] | None,
+        cancel_on_cancel: bool | Callable[[], bool],
+    ) -> Any:
         def wants_cancel() -> bool:
             return cancel_on_cancel() if callable(cancel_on_cancel) else cancel_on_cancel
 
@@ -271,6 +295,24 @@ class PoolConnection:
             self.cache.unwatch(watch)
         await self._destroy_task(task_ref)
         return task_outcome(task_ref, task)
+
+    async def _observed(self, method: str, work: Awaitable[Any]) -> Any:
+        """Await one XAPI call, telling the observer (if any) how long it took and how it
+        ended."""
+        observer = self.options.observer
+        if observer is None:
+            return await work
+        started = time.perf_counter()
+        try:
+            result = await work
+        except XapiError as exc:
+            observer(self.label, method, time.perf_counter() - started, exc.code)
+            raise
+        except Exception as exc:
+            observer(self.label, method, time.perf_counter() - started, type(exc).__name__)
+            raise
+        observer(self.label, method, time.perf_counter() - started, None)
+        return result
 
     # -- tasks -------------------------------------------------------------------------
 
@@ -442,7 +484,9 @@ class PoolConnection:
             poll = self.cache.polls_started
             full = token == ""
             try:
-                result = await self._events.run(self._event_from, session, token)
+                result = await self._observed(
+                    "event.from", self._events.run(self._event_from, session, token)
+                )
             except XapiError as exc:
                 if exc.code == "EVENT_FROM_TOKEN_PARSE_FAILURE":
                     token = ""
@@ -500,7 +544,9 @@ class PoolConnection:
                 )
                 self._login_session = session
                 try:
-                    await self._events.run(session.login)
+                    await self._observed(
+                        "session.login_with_password", self._events.run(session.login)
+                    )
                 except HostIsSlave as exc:
                     session.close()
                     url = member_url(self.cfg.url, exc.master)

@@ -46,3 +46,17 @@ async def watch_migration(
                 seen.append((time.monotonic(), obj))
                 if obj["status"] not in ("queued", "running"):
                     return seen
+
+
+async def start_one_running_one_queued(lab: Lab, names: tuple[str, str], host: str) -> list[str]:
+    """Start two storage migrations to `host` with one slot per source pool: the first runs
+    (for seconds), the second waits in the queue. Their ids."""
+    lab.server.state.services["migrations"].queue.per_pool = 1
+    lab.sim.timing.time_scale = 0.02
+    target = await lab.id_of("host", host)
+    return [
+        await lab.client.call(
+            "migration.start", {"vm": await lab.id_of("VM", name), "targetHost": target}
+        )
+        for name in names
+    ]

@@ -234,6 +234,7 @@ async def test_a_stalled_reader_is_dropped_without_stalling_others(
                 break
             await asyncio.sleep(0.02)
         assert len(srv.state.push) == 1
+        assert srv.state.push.dropped == 1  # what /metrics reports as xo_migrate_push_drops
         assert any("push_overflow" in r.getMessage() for r in caplog.records)
         assert await good.call("system.getVersion") == "0.1"
         with contextlib.suppress(OSError):
