@@ -32,6 +32,7 @@ from server.config import ServerConfig
 from server.credentials import CredentialCipher
 from server.db import Database, ServerRecord
 from server.dispatch import Dispatcher
+from server.gc_tuning import freeze_long_lived
 from server.guard import ConnectionGuard
 from server.http_rpc import handle_api_post
 from server.metrics_http import METRICS
@@ -112,7 +113,9 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     _seed_config_pools(state)
     manager_class = _pool_manager_class()
     if manager_class is not None:
-        state.pools = manager_class(state.store, app[METRICS].pool_options())
+        options = app[METRICS].pool_options()
+        options.on_synced = freeze_long_lived  # only where the process is tuned as a server
+        state.pools = manager_class(state.store, options)
         await state.pools.start()
         for rec in state.db.servers():
             if rec.credentials_error:

@@ -78,6 +78,9 @@ class ConnectionOptions:
     close_timeout: float = 2.0  # how long aclose() waits for threads (logouts)
     classes: tuple[str, ...] = MIGRATION_CLASSES
     observer: CallObserver | None = None
+    # Called with the pool's label after every initial (full) sync: the process owner may
+    # then settle its memory (server/gc_tuning.py freezes the long-lived cache).
+    on_synced: Callable[[str], None] | None = None
 
 
 class PoolConnection:
@@ -505,6 +508,8 @@ class PoolConnection:
                 self._was_ready = True
                 self._generation += 1
                 self._ready.set()
+                if self.options.on_synced is not None:
+                    self.options.on_synced(self.label)
                 log.info(
                     "event=pool_connected pool=%s pool_id=%s master=%s objects=%d",
                     self.label,
