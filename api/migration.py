@@ -16,10 +16,8 @@ from pydantic import Field
 from api.registry import OPTIONAL, Call, Method, XoParams
 from api.vm import MIGRATE_RESOLVE, MigrateParams, service
 from server import errors
-from server.migrations.batch_history import BatchHistory
 from server.migrations.batches import BatchService
 from server.migrations.connections import PoolConnections
-from server.migrations.history import MigrationHistory
 from server.migrations.maintenance import HostMaintenance
 from server.migrations.placement import MoveAsk, MoveOptions
 from server.migrations.service import MigrationService
@@ -30,9 +28,9 @@ async def plan(call: Call, params: MigrateParams) -> dict[str, Any]:
     return await service(call).dry_run(params.request())
 
 
-def start(call: Call, params: MigrateParams) -> str:
+async def start(call: Call, params: MigrateParams) -> str:
     user = call.user
-    m = service(call).start(
+    m = await service(call).start(
         params.request(),
         method="migration.start",
         user_id=user.id if user else None,
@@ -45,8 +43,8 @@ class IdParams(XoParams):
     id: str
 
 
-def get(call: Call, params: IdParams) -> dict[str, Any]:
-    return service(call).get(params.id)
+async def get(call: Call, params: IdParams) -> dict[str, Any]:
+    return await service(call).get(params.id)
 
 
 class GetAllParams(XoParams):
@@ -54,8 +52,8 @@ class GetAllParams(XoParams):
     limit: Annotated[int, Field(ge=0, le=1_000_000)] = OPTIONAL
 
 
-def get_all(call: Call, params: GetAllParams) -> list[dict[str, Any]]:
-    return service(call).all(params.limit if params.limit is not None else 100)
+async def get_all(call: Call, params: GetAllParams) -> list[dict[str, Any]]:
+    return await service(call).all(params.limit if params.limit is not None else 100)
 
 
 def admin_or_owner(call: Call, record: dict[str, Any], obj_type: str) -> None:
@@ -68,14 +66,13 @@ def admin_or_owner(call: Call, record: dict[str, Any], obj_type: str) -> None:
 
 async def cancel(call: Call, params: IdParams) -> dict[str, Any]:
     migrations = service(call)
-    admin_or_owner(call, migrations.get(params.id), "migration")  # code 1 when unknown
+    admin_or_owner(call, await migrations.get(params.id), "migration")  # code 1 when unknown
     return await migrations.cancel(params.id)
 
 
 async def wait(call: Call, params: IdParams) -> dict[str, Any]:
     migrations = service(call)
-    await migrations.wait(params.id)
-    return migrations.get(params.id)
+    return await migrations.wait(params.id)
 
 
 # -- batches ---------------------------------------------------------------------------------
@@ -174,30 +171,31 @@ async def evacuate(call: Call, params: EvacuateParams) -> dict[str, Any]:
     )
 
 
-def batch_get(call: Call, params: IdParams) -> dict[str, Any]:
-    return batches(call).get(params.id)
+async def batch_get(call: Call, params: IdParams) -> dict[str, Any]:
+    return await batches(call).get(params.id)
 
 
-def batch_get_all(call: Call, params: GetAllParams) -> list[dict[str, Any]]:
-    return batches(call).all(params.limit if params.limit is not None else 50)
+async def batch_get_all(call: Call, params: GetAllParams) -> list[dict[str, Any]]:
+    return await batches(call).all(params.limit if params.limit is not None else 50)
 
 
-def _may_control(call: Call, batch_id: str) -> None:
-    admin_or_owner(call, batches(call).get(batch_id), "migrationBatch")  # code 1 when unknown
+async def _may_control(call: Call, batch_id: str) -> None:
+    record = await batches(call).get(batch_id)  # code 1 when unknown
+    admin_or_owner(call, record, "migrationBatch")
 
 
-def batch_pause(call: Call, params: IdParams) -> dict[str, Any]:
-    _may_control(call, params.id)
-    return batches(call).pause(params.id)
+async def batch_pause(call: Call, params: IdParams) -> dict[str, Any]:
+    await _may_control(call, params.id)
+    return await batches(call).pause(params.id)
 
 
-def batch_resume(call: Call, params: IdParams) -> dict[str, Any]:
-    _may_control(call, params.id)
-    return batches(call).resume(params.id)
+async def batch_resume(call: Call, params: IdParams) -> dict[str, Any]:
+    await _may_control(call, params.id)
+    return await batches(call).resume(params.id)
 
 
 async def batch_cancel(call: Call, params: IdParams) -> dict[str, Any]:
-    _may_control(call, params.id)
+    await _may_control(call, params.id)
     return await batches(call).cancel(params.id)
 
 
@@ -295,22 +293,25 @@ METHODS = [
 @contextlib.asynccontextmanager
 async def lifespan(state: Any) -> AsyncIterator[None]:
     settings = state.config.migration
-    history = MigrationHistory(state.config.data_dir / "xo-migrate.db")
-    batch_history = BatchHistory(state.config.data_dir / "xo-migrate.db")
-    migrations = MigrationService(state.store, state.pools, history, settings)
+    cluster = state.cluster
+    queue = cluster.admission_queue(settings) if cluster is not None else None
+    migrations = MigrationService(state.store, state.pools, state.storage, settings, queue)
     connections = PoolConnections(state.pools, settings)
-    batch_service = BatchService(state.store, migrations, batch_history, connections, settings)
+    batch_service = BatchService(state.store, migrations, state.storage, connections, settings)
     state.services["migrations"] = migrations
     state.services["batches"] = batch_service
     state.services["maintenance"] = HostMaintenance(
         state.store, connections, batch_service, settings
     )
-    migrations.recover()
-    batch_service.recover()
+    if cluster is not None:  # owns the migrations this instance leases, adopts orphans
+        await cluster.follow_migrations(migrations)
+    else:
+        await migrations.recover()
+    await batch_service.recover()
     try:
         yield
     finally:
         await batch_service.aclose()
+        if cluster is not None:  # stops the service and gives its leases up
+            await cluster.unfollow_migrations(migrations)
         await migrations.aclose()
-        batch_history.close()
-        history.close()

@@ -17,11 +17,17 @@ from server.config import normalize_pool_url
 from server.db import ServerRecord
 
 
-def _record(call: Call, server_id: str) -> ServerRecord:
-    rec = call.state.db.server(server_id)
+async def _record(call: Call, server_id: str) -> ServerRecord:
+    rec = await call.state.storage.server(server_id)
     if rec is None:
         raise errors.no_such_object(server_id, "xenServer")
     return rec
+
+
+async def _tell_the_others(call: Call) -> None:
+    """In a cluster, every instance connects to the pools as stored."""
+    if call.state.cluster is not None:
+        await call.state.cluster.servers_changed()
 
 
 class AddParams(XoParams):
@@ -45,9 +51,10 @@ async def add(call: Call, params: AddParams) -> str:
         enabled=params.autoConnect,
         created_at=time.time(),
     )
-    call.state.db.add_server(rec)
+    await call.state.storage.add_server(rec)
     if call.state.pools is not None:
         await call.state.pools.add(rec.to_pool_config())
+    await _tell_the_others(call)
     return rec.id
 
 
@@ -56,10 +63,11 @@ class IdParams(XoParams):
 
 
 async def remove(call: Call, params: IdParams) -> None:
-    _record(call, params.id)
-    call.state.db.remove_server(params.id)
+    await _record(call, params.id)
+    await call.state.storage.remove_server(params.id)
     if call.state.pools is not None:
         await call.state.pools.remove(params.id)
+    await _tell_the_others(call)
 
 
 class SetParams(XoParams):
@@ -72,7 +80,7 @@ class SetParams(XoParams):
 
 
 async def set_(call: Call, params: SetParams) -> None:
-    rec = _record(call, params.id)
+    rec = await _record(call, params.id)
     if params.label is not None:
         rec.label = params.label
     if params.host is not None:
@@ -84,20 +92,22 @@ async def set_(call: Call, params: SetParams) -> None:
         rec.credentials_error = ""  # a new password ends the degraded state
     if params.allowUnauthorized is not None:
         rec.allow_unauthorized = params.allowUnauthorized
-    call.state.db.update_server(rec)
+    await call.state.storage.update_server(rec)
     pools = call.state.pools
     if pools is not None:  # reconnect with the new settings
         await pools.remove(rec.id)
         await pools.add(rec.to_pool_config())
+    await _tell_the_others(call)
 
 
 async def _set_enabled(call: Call, server_id: str, enabled: bool) -> None:
-    rec = _record(call, server_id)
+    rec = await _record(call, server_id)
     rec.enabled = enabled
-    call.state.db.update_server(rec)
+    await call.state.storage.update_server(rec)
     pools = call.state.pools
     if pools is not None:
         await (pools.enable(server_id) if enabled else pools.disable(server_id))
+    await _tell_the_others(call)
 
 
 async def enable(call: Call, params: IdParams) -> None:
@@ -108,11 +118,11 @@ async def disable(call: Call, params: IdParams) -> None:
     await _set_enabled(call, params.id, False)
 
 
-def get_all(call: Call, params: XoParams) -> list[dict[str, Any]]:
+async def get_all(call: Call, params: XoParams) -> list[dict[str, Any]]:
     pools = call.state.pools
     statuses = {s["id"]: s for s in pools.statuses()} if pools is not None else {}
     out = []
-    for rec in call.state.db.servers():
+    for rec in await call.state.storage.servers():
         entry: dict[str, Any] = {
             "id": rec.id,
             "host": rec.url,

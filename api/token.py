@@ -20,9 +20,9 @@ class CreateParams(XoParams):
     expiresIn: float | str = OPTIONAL
 
 
-def create(call: Call, params: CreateParams) -> str:
+async def create(call: Call, params: CreateParams) -> str:
     assert call.user is not None  # permission SIGNED_IN
-    return call.state.auth.create_token(
+    return await call.state.auth.create_token(
         call.user,
         description=params.description,
         client_id=params.client.id if params.client is not None else None,
@@ -62,12 +62,12 @@ class SetParams(XoParams):
     id: str = Field(min_length=1)
 
 
-def set_(call: Call, params: SetParams) -> None:
+async def set_(call: Call, params: SetParams) -> None:
     assert call.user is not None
     auth = call.state.auth
-    rec = auth.token_of(call.user.id, params.id)
+    rec = await auth.token_of(call.user.id, params.id)
     if "description" in params.model_fields_set:  # absent: unchanged; null: removed
-        auth.set_token_description(rec, params.description)
+        await auth.set_token_description(rec, params.description)
 
 
 METHODS = [

@@ -44,17 +44,17 @@ async def delete(call: Call, params: IdParams) -> None:
     await delete_user(call.state, params.id, caller=call.caller)
 
 
-def get_all(call: Call, params: XoParams) -> list[dict[str, Any]]:
-    return [user.public() for user in call.state.db.all_users()]
+async def get_all(call: Call, params: XoParams) -> list[dict[str, Any]]:
+    return [user.public() for user in await call.state.storage.all_users()]
 
 
-def get_authentication_tokens(call: Call, params: XoParams) -> list[dict[str, Any]]:
+async def get_authentication_tokens(call: Call, params: XoParams) -> list[dict[str, Any]]:
     """The caller's live tokens in xo-server's record shape. xo-server's `id` is the token
     itself, which is never stored here (only its hash): `id` is the record's public id, which
     token.delete, token.deleteOwn and token.set take as xo-web sends it."""
     assert call.user is not None
     out = []
-    for rec in call.state.db.tokens_of(call.user.id):
+    for rec in await call.state.storage.tokens_of(call.user.id):
         if rec.expired():
             continue
         public = rec.public()

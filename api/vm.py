@@ -80,7 +80,7 @@ def service(call: Call) -> MigrationService:
 async def run_and_wait(call: Call, req: MigrationRequest) -> None:
     migrations = service(call)
     user = call.user
-    m = migrations.start(
+    m = await migrations.start(
         req,
         method=call.method.name,
         user_id=user.id if user else None,

@@ -28,9 +28,10 @@ from aiohttp import web
 import api
 from server import datadir
 from server.auth import Authenticator
+from server.cluster import cluster_of
 from server.config import ServerConfig
 from server.credentials import CredentialCipher
-from server.db import Database, ServerRecord
+from server.db import ServerRecord
 from server.dispatch import Dispatcher
 from server.gc_tuning import freeze_long_lived
 from server.guard import ConnectionGuard
@@ -43,6 +44,9 @@ from server.rest import register as register_rest
 from server.signin import WebSignIn
 from server.state import ServerState
 from server.static import StaticFiles
+from server.storage import Storage, StorageUnavailable, sqlite_path
+from server.storage.redis import RedisStorage
+from server.storage.sqlite import SqliteStorage
 from server.websocket import close_anonymous, handle_api_socket
 from xen.store import ObjectStore
 
@@ -64,24 +68,38 @@ def _pool_manager_class() -> Any:
 
 def build_state(config: ServerConfig, store: ObjectStore | None = None) -> ServerState:
     """Raises DataDirError (one line) when the data dir is unusable (server/datadir.py)."""
-    secret, new_secret = datadir.prepare(config.data_dir)
-    db_path = config.data_dir / datadir.DB_NAME
-    try:
-        db = Database(db_path, CredentialCipher(secret))
-    except sqlite3.Error as exc:
-        raise datadir.DataDirError(f"cannot open database {db_path}: {exc}") from None
-    if new_secret:
-        datadir.keep_secret(config.data_dir, secret)
+    storage, secret, new_secret = open_storage(config)
     store = store if store is not None else ObjectStore(config.push_min_interval_s)
     return ServerState(
         config=config,
         store=store,
-        db=db,
-        auth=Authenticator(db, config.data_dir, config.auth),
+        storage=storage,
+        auth=Authenticator(storage, secret, config.auth),
         push=PushHub(store, max_frames=config.push_max_frames, max_objects=config.push_max_objects),
         registry=api.build_registry(),
         oneshot=OneShotUrls(),
+        secret=secret,
+        new_secret=new_secret,
     )
+
+
+def open_storage(config: ServerConfig) -> tuple[Storage, bytes, bool]:
+    """The store `[database] url` names, the server secret and whether it is new (written
+    once the store is known to accept it: at once for SQLite, after the cluster's check for
+    Redis)."""
+    kind = config.database.kind
+    db_path = sqlite_path(config.database.url, config.data_dir) if kind == "sqlite" else None
+    secret, new_secret = datadir.prepare(config.data_dir, db_path)
+    cipher = CredentialCipher(secret)
+    if db_path is None:
+        return RedisStorage(config.database.url, cipher), secret, new_secret
+    try:
+        storage = SqliteStorage(db_path, cipher)
+    except sqlite3.Error as exc:
+        raise datadir.DataDirError(f"cannot open database {db_path}: {exc}") from None
+    if new_secret:
+        datadir.keep_secret(config.data_dir, secret)
+    return storage, secret, False
 
 
 def build_app(config: ServerConfig, store: ObjectStore | None = None) -> web.Application:
@@ -107,57 +125,75 @@ def build_app(config: ServerConfig, store: ObjectStore | None = None) -> web.App
 
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
-    state.auth.ensure_default_admin()
-    # Expired tokens only ever fail sign-in; nothing else removes them, so purge at start.
-    state.db.delete_expired_tokens(time.time())
-    _seed_config_pools(state)
-    manager_class = _pool_manager_class()
-    if manager_class is not None:
-        options = app[METRICS].pool_options()
-        options.on_synced = freeze_long_lived  # only where the process is tuned as a server
-        state.pools = manager_class(state.store, options)
-        await state.pools.start()
-        for rec in state.db.servers():
-            if rec.credentials_error:
-                log.warning("event=credentials_unreadable server=%s label=%s", rec.id, rec.label)
-            await state.pools.add(rec.to_pool_config())
-    else:
-        log.warning("event=pools_unavailable reason=xen.pools_missing")
-    timeout = state.config.connections.unauthenticated_timeout_s
-    sweeper = asyncio.create_task(close_anonymous(state, timeout)) if timeout > 0 else None
-    try:
-        async with contextlib.AsyncExitStack() as services:
-            for hook in api.lifespans():
-                await services.enter_async_context(hook(state))
-            log.info(
-                "event=started pools=%d methods=%d", len(state.db.servers()), len(state.registry)
-            )
-            yield
-            # Sockets are closed by now (on_shutdown): no request can reach a stopped service.
-    finally:
-        if sweeper is not None:
-            sweeper.cancel()
-            await asyncio.gather(sweeper, return_exceptions=True)
-        if state.pools is not None:
-            await state.pools.aclose()
-        state.push.close()
-        state.auth.close()
-        state.db.close()
-        log.info("event=stopped")
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(_close_state, state)
+        try:
+            await state.storage.open()
+        except StorageUnavailable as exc:
+            raise datadir.DataDirError(str(exc)) from None
+        if state.storage.shared:
+            state.cluster = await stack.enter_async_context(cluster_of(state))
+        await state.auth.ensure_default_admin()
+        # Expired tokens only ever fail sign-in; nothing else removes them, so purge at start.
+        await state.storage.delete_expired_tokens(time.time())
+        await _seed_config_pools(state)
+        manager_class = _pool_manager_class()
+        if manager_class is not None:
+            options = app[METRICS].pool_options()
+            options.on_synced = freeze_long_lived  # only where the process is tuned as a server
+            state.pools = manager_class(state.store, options)
+            await state.pools.start()
+            stack.push_async_callback(state.pools.aclose)
+            for rec in await state.storage.servers():
+                if rec.credentials_error:
+                    log.warning(
+                        "event=credentials_unreadable server=%s label=%s", rec.id, rec.label
+                    )
+                await state.pools.add(rec.to_pool_config())
+        else:
+            log.warning("event=pools_unavailable reason=xen.pools_missing")
+        timeout = state.config.connections.unauthenticated_timeout_s
+        if timeout > 0:
+            sweeper = asyncio.create_task(close_anonymous(state, timeout))
+            stack.push_async_callback(_cancel, sweeper)
+        if state.cluster is not None:
+            await state.cluster.start(state)
+        for hook in api.lifespans():
+            await stack.enter_async_context(hook(state))
+        log.info(
+            "event=started pools=%d methods=%d storage=%s",
+            len(await state.storage.servers()),
+            len(state.registry),
+            state.storage.kind,
+        )
+        yield
+        # Sockets are closed by now (on_shutdown): no request can reach a stopped service.
 
 
-def _seed_config_pools(state: ServerState) -> None:
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _close_state(state: ServerState) -> None:
+    state.push.close()
+    state.auth.close()
+    await state.storage.close()
+    log.info("event=stopped")
+
+
+async def _seed_config_pools(state: ServerState) -> None:
     """Pools of the config file are stored like `server.add` ones. The file stays the source
     of truth for their address and credentials; enabled/disabled is kept from the database."""
     for cfg in state.config.pools:
-        stored = state.db.server(cfg.id)
+        stored = await state.storage.server(cfg.id)
         rec = ServerRecord.from_pool_config(cfg)
         rec.credentials_error = ""  # the file gives the password again
         if stored is None:
-            state.db.add_server(rec)
+            await state.storage.add_server(rec)
             continue
         rec.enabled, rec.created_at = stored.enabled, stored.created_at
-        state.db.update_server(rec)
+        await state.storage.update_server(rec)
 
 
 async def _close_connections(app: web.Application) -> None:

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from server import errors
-from server.db import Database, TokenRecord, User
+from server.db import TokenRecord, User
 from server.duration import parse_duration_ms
 from server.matching import value_matches
 from server.passwords import (
@@ -39,6 +40,7 @@ from server.passwords import (
     ScryptParams,
     hash_password,
 )
+from server.storage import Storage, StorageUnavailable
 from server.throttle import SignInThrottle, Throttled, ThrottleSettings
 
 log = logging.getLogger("xo_migrate.auth")
@@ -86,10 +88,10 @@ class AuthSettings:
 
 
 class Authenticator:
-    def __init__(self, db: Database, data_dir: Path, settings: AuthSettings) -> None:
-        self._db = db
+    def __init__(self, storage: Storage, secret: bytes, settings: AuthSettings) -> None:
+        self._db = storage
         self._settings = settings
-        self._secret = load_secret(data_dir / "secret.key")
+        self._secret = secret
         self._params = ScryptParams(n=settings.scrypt_n)
         self.hasher = PasswordHasher(
             self._params,
@@ -101,20 +103,20 @@ class Authenticator:
     def close(self) -> None:
         self.hasher.close()
 
-    def ensure_default_admin(self) -> None:
-        if self._db.count_users():
+    async def ensure_default_admin(self) -> None:
+        if await self._db.count_users():
             return
-        self.add_user(DEFAULT_ADMIN_EMAIL, DEFAULT_ADMIN_PASSWORD, "admin")
+        await self.add_user(DEFAULT_ADMIN_EMAIL, DEFAULT_ADMIN_PASSWORD, "admin")
         log.warning("event=default_user_created email=%s", DEFAULT_ADMIN_EMAIL)
 
-    def add_user(self, email: str, password: str, permission: str = "none") -> User:
-        """Synchronous (start-up, tests): hashes on the calling thread."""
+    async def add_user(self, email: str, password: str, permission: str = "none") -> User:
+        """Start-up and tests: hashes on the event loop's thread."""
         user = User(str(uuid.uuid4()), email, hash_password(password, self._params), permission)
-        self._db.add_user(user)
+        await self._db.add_user(user)
         return user
 
-    def user(self, user_id: str) -> User | None:
-        return self._db.user_by_id(user_id)
+    async def user(self, user_id: str) -> User | None:
+        return await self._db.user_by_id(user_id)
 
     async def hash_password(self, password: str) -> str:
         """A new password's hash, computed in the hasher's threads."""
@@ -132,7 +134,7 @@ class Authenticator:
             raise errors.invalid_credentials()
         token = credentials.get("token")
         if token is not None:
-            return self.authenticate_token(token, remote)
+            return await self.authenticate_token(token, remote)
         email = credentials.get("email", credentials.get("username"))
         password = credentials.get("password")
         if not isinstance(email, str) or not isinstance(password, str):
@@ -149,7 +151,7 @@ class Authenticator:
         limit = self._settings.max_credential_length
         if len(email) > limit or len(password) > limit:
             raise errors.invalid_credentials()
-        user = self._db.user_by_email(email)
+        user = await self._db.user_by_email(email)
         stored = user.pw_hash if user is not None else None
         try:
             async with self.throttle.attempt(email, remote, password, stored) as attempt:
@@ -162,14 +164,14 @@ class Authenticator:
                 else:
                     ok, new_hash = await self.hasher.verify(password, stored)
                 # Re-read after the wait: the user may have been changed or deleted meanwhile.
-                current = self._db.user_by_email(email) if ok else None
+                current = await self._db.user_by_email(email) if ok else None
                 if current is None or current.pw_hash != stored:
                     attempt.failed()
                     log.info("event=sign_in_failed email=%s remote=%s", email, remote)
                     raise errors.invalid_credentials()
                 if new_hash is not None:
                     current.pw_hash = new_hash
-                    self._db.update_user(current)
+                    await self._db.update_user(current)
                     log.info("event=password_rehashed user=%s n=%d", current.id, self._params.n)
                 attempt.succeeded(current.pw_hash)
                 return current
@@ -180,15 +182,15 @@ class Authenticator:
             log.warning("event=sign_in_busy email=%s remote=%s", email, remote)
             raise AuthError("too many authentication tries in progress, try again later") from None
 
-    def authenticate_token(self, token: Any, remote: str) -> tuple[User, float]:
+    async def authenticate_token(self, token: Any, remote: str) -> tuple[User, float]:
         if not isinstance(token, str):
             raise errors.invalid_credentials()
-        rec = self._db.token(token_hash(token))
+        rec = await self._db.token(token_hash(token))
         now = time.time()
         if rec is None or rec.expired(now):
             log.info("event=sign_in_failed method=token remote=%s", remote)
             raise errors.invalid_credentials()
-        user = self._db.user_by_id(rec.user_id)
+        user = await self._db.user_by_id(rec.user_id)
         if user is None:
             raise errors.invalid_credentials()
         uses = dict(rec.last_uses)
@@ -196,13 +198,14 @@ class Authenticator:
         uses[remote] = {"timestamp": int(now * 1000)}
         while len(uses) > _MAX_LAST_USES:
             uses.pop(next(iter(uses)))
-        self._db.touch_token(rec.hash, uses)
+        with contextlib.suppress(StorageUnavailable):  # a sign-in is a read: it goes on
+            await self._db.touch_token(rec.hash, uses)
         log.info("event=sign_in user=%s method=token remote=%s", user.email, remote)
         return user, rec.expiration
 
     # -- tokens ------------------------------------------------------------------------------
 
-    def create_token(
+    async def create_token(
         self,
         user: User,
         *,
@@ -214,12 +217,12 @@ class Authenticator:
         now = time.time()
         expiration = now + validity_ms / 1000.0
         if client_id is not None:
-            rec = self._db.client_token(user.id, client_id)
+            rec = await self._db.client_token(user.id, client_id)
             if rec is not None and not rec.expired(now) and rec.client_salt:
-                self._db.refresh_token(rec.hash, expiration, description)
+                await self._db.refresh_token(rec.hash, expiration, description)
                 return self._client_token(user.id, client_id, rec.client_salt)
         quota = self._settings.max_tokens_per_user
-        if self._db.count_live_tokens(user.id, now) >= quota:
+        if await self._db.count_live_tokens(user.id, now) >= quota:
             raise errors.forbidden_operation(
                 "token.create",
                 f"this user already has {quota} authentication tokens, the most allowed:"
@@ -231,7 +234,7 @@ class Authenticator:
             if client_id is not None and salt is not None
             else secrets.token_urlsafe(32)
         )
-        self._db.add_token(
+        await self._db.add_token(
             TokenRecord(
                 token_hash(token), user.id, now, expiration, description, client_id, salt, {}
             )
@@ -260,19 +263,19 @@ class Authenticator:
         digest = hmac.new(self._secret, msg, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
-    def token_of(self, user_id: str, token_id: str) -> TokenRecord:
+    async def token_of(self, user_id: str, token_id: str) -> TokenRecord:
         """One of `user_id`'s live tokens, by token or public id; `no such
         authenticationToken <id>` (code 1) when it has none such."""
         identity = {"id": token_id}
-        for rec in self._db.tokens_of(user_id):
+        for rec in await self._db.tokens_of(user_id):
             if not rec.expired() and value_matches(identity, {"id": _TokenIdentity(rec)}):
                 return rec
         raise errors.no_such_object(token_id, "authenticationToken")
 
-    def set_token_description(self, rec: TokenRecord, description: str | None) -> None:
-        self._db.refresh_token(rec.hash, rec.expiration, description)
+    async def set_token_description(self, rec: TokenRecord, description: str | None) -> None:
+        await self._db.refresh_token(rec.hash, rec.expiration, description)
 
-    def delete_tokens(
+    async def delete_tokens(
         self,
         *,
         tokens: list[str] | None,
@@ -281,9 +284,9 @@ class Authenticator:
     ) -> int:
         """Delete the listed tokens, or those whose record matches `pattern` (all if neither);
         restricted to one user's tokens when `user_id` is given."""
-        return len(self.revoke_tokens(tokens=tokens, pattern=pattern, user_id=user_id))
+        return len(await self.revoke_tokens(tokens=tokens, pattern=pattern, user_id=user_id))
 
-    def revoke_tokens(
+    async def revoke_tokens(
         self,
         *,
         tokens: list[str] | None,
@@ -297,10 +300,10 @@ class Authenticator:
             pattern = {"id": {"__or": list(tokens)}}
         doomed = [
             r.hash
-            for r in self._db.tokens_of(user_id)
+            for r in await self._db.tokens_of(user_id)
             if value_matches(pattern or {}, {**r.public(), "id": _TokenIdentity(r)})
         ]
-        count = self._db.delete_tokens(doomed)
+        count = await self._db.delete_tokens(doomed)
         log.info("event=tokens_deleted count=%d", count)
         return set(doomed)
 

@@ -15,6 +15,7 @@ from server.limits import InputLimits
 from server.metrics_settings import MetricsSettings, parse_metrics_settings
 from server.migrations.service import MigrationSettings
 from server.signin import SignInSettings
+from server.storage import DatabaseSettings, parse_database_url
 from xen.config import PoolConfig
 
 DEFAULT_HOST = "127.0.0.1"
@@ -50,6 +51,7 @@ class ServerConfig:
     log_burst: int = 10  # lines of one repeated message let through per window
     log_window_s: float = 10.0
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
 
 
 # Integer keys of [authentication]: password checks and the sign-in throttle
@@ -90,7 +92,9 @@ _SECTIONS: dict[str, set[str]] = {
         "limits",
         "log",
         "metrics",
+        "database",
     },
+    "database": {"url", "lease_ttl"},
     "metrics": {"enabled", "listen", "lag_interval"},
     "migration": {
         "per_pool_limit",
@@ -299,6 +303,7 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> ServerConfig:
         cfg.metrics = parse_metrics_settings(metrics)
     except ValueError as exc:
         raise ConfigError(f"[metrics] {exc}") from None
+    cfg.database = _parse_database(data.get("database", {}))
     for entry in data.get("pools", []):
         _check_keys("pools", entry)
         if "url" not in entry or "username" not in entry:
@@ -318,6 +323,21 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> ServerConfig:
             )
         )
     return cfg
+
+
+def _parse_database(table: dict[str, Any]) -> DatabaseSettings:
+    _check_keys("database", table)
+    url = table.get("url", "")
+    if not isinstance(url, str):
+        raise ConfigError("[database] url must be a string")
+    try:
+        parse_database_url(url)
+        ttl = parse_duration_ms(table.get("lease_ttl", "5 seconds")) / 1000
+    except ValueError as exc:
+        raise ConfigError(f"[database] {exc}") from None
+    if not 1 <= ttl <= 300:
+        raise ConfigError("[database] lease_ttl must be between 1 second and 5 minutes")
+    return DatabaseSettings(url=url, lease_ttl_s=ttl)
 
 
 _REQUIRED_TIMEOUTS = ("header_timeout_s", "keepalive_timeout_s", "body_timeout_s")

@@ -33,12 +33,16 @@ class DataDirError(Exception):
     """The data directory cannot be used; the message is one line."""
 
 
-def prepare(data_dir: Path) -> tuple[bytes, bool]:
+def prepare(data_dir: Path, db_path: Path | None = None) -> tuple[bytes, bool]:
     """Check the data dir before the database is opened: (the server secret, whether it is
-    new and must be written with `keep_secret` once the database is ready)."""
-    db_path, key_path = data_dir / DB_NAME, data_dir / SECRET_NAME
+    new and must be written with `keep_secret` once the database is ready). `db_path`: the
+    SQLite file (`<data dir>/xo-migrate.db` by default); with Redis there is none here and
+    only the secret is checked."""
+    key_path = data_dir / SECRET_NAME
     _ensure_writable_dir(data_dir)
     existed = key_path.exists()
+    if db_path is None:
+        return _secret(key_path, existed)
     if existed and not db_path.exists():
         raise DataDirError(
             f"database {db_path} is missing, but {key_path} shows one existed: restore it"
@@ -48,6 +52,10 @@ def prepare(data_dir: Path) -> tuple[bytes, bool]:
         check_database(db_path, existed=existed)
     else:
         _create_private(db_path)
+    return _secret(key_path, existed)
+
+
+def _secret(key_path: Path, existed: bool) -> tuple[bytes, bool]:
     if not existed:
         return secrets.token_bytes(32), True
     try:

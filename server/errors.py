@@ -166,3 +166,8 @@ def operation_blocked(object_id: str | None, code: str | None = None) -> XoError
 
 def service_unavailable(service_name: str) -> XoError:
     return XoError(28, "service unavailable", {"serviceName": service_name})
+
+
+def service_unavailable_because(service_name: str, reason: str) -> XoError:
+    """`service unavailable` with a reason a person can read (the shared database lost)."""
+    return XoError(28, "service unavailable", {"serviceName": service_name, "reason": reason})

@@ -55,7 +55,7 @@ async def handle_api_post(request: web.Request) -> web.StreamResponse:
             return _http_error(403, XoError(denied.code, denied.message, {"reason": refused}))
     if token is not None:
         try:
-            user, expiration = state.auth.authenticate_token(token, conn.remote)
+            user, expiration = await state.auth.authenticate_token(token, conn.remote)
         except XoError as exc:
             return _http_error(401, exc)
         conn.sign_in(user, expiration)

@@ -63,7 +63,7 @@ def _guarded(state: ServerState, metrics: ServerMetrics) -> Handler:
         if token is None:
             return _refusal(401, "authentication required: an admin's token")
         try:
-            user, _expiration = state.auth.authenticate_token(token, request.remote or "?")
+            user, _expiration = await state.auth.authenticate_token(token, request.remote or "?")
         except XoError:
             return _refusal(401, "invalid or expired token")
         if user.permission != "admin":

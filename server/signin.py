@@ -110,7 +110,7 @@ class WebSignIn:
 
     async def gate(self, request: web.Request) -> web.StreamResponse:
         url = request.raw_path
-        if _UNCHECKED_URL.search(url) or self._valid_token(request.cookies.get(TOKEN_COOKIE)):
+        if _UNCHECKED_URL.search(url) or await self._valid_token(request.cookies.get(TOKEN_COOKIE)):
             return await self._files.serve(request)
         response = _redirect(302, "/signin")
         remembered = safe_return_url(url)
@@ -118,13 +118,15 @@ class WebSignIn:
             _set_flash(response, RETURN_COOKIE, quote(remembered, safe=""), request.secure)
         return response
 
-    def _valid_token(self, token: str | None) -> bool:
+    async def _valid_token(self, token: str | None) -> bool:
         """Read only (no `last_uses` update, no log line): assets are fetched by the dozen."""
         if not token:
             return False
-        rec = self._state.db.token(token_hash(token))
+        rec = await self._state.storage.token(token_hash(token))
         return (
-            rec is not None and not rec.expired() and self._state.auth.user(rec.user_id) is not None
+            rec is not None
+            and not rec.expired()
+            and await self._state.auth.user(rec.user_id) is not None
         )
 
     # -- sign in and out ---------------------------------------------------------------------
@@ -132,16 +134,16 @@ class WebSignIn:
     async def signin_page(self, request: web.Request) -> web.StreamResponse:
         token = request.query.get("token")
         if token is not None:
-            return self._signin_with_token(request, token)
+            return await self._signin_with_token(request, token)
         code = request.cookies.get(ERROR_COOKIE)
         response = _page(_ERRORS.get(code or ""))
         if code is not None:
             response.del_cookie(ERROR_COOKIE, path=_FLASH_PATH)
         return response
 
-    def _signin_with_token(self, request: web.Request, token: str) -> web.StreamResponse:
+    async def _signin_with_token(self, request: web.Request, token: str) -> web.StreamResponse:
         try:
-            _user, expiration = self._state.auth.authenticate_token(token, _remote(request))
+            _user, expiration = await self._state.auth.authenticate_token(token, _remote(request))
         except XoError:
             return _page(_ERRORS["invalid"])
         # xo-server treats this sign-in as persistent: the cookie expires with the token.
@@ -182,7 +184,7 @@ class WebSignIn:
         if new_client:
             client_id = secrets.token_urlsafe(12)
         try:
-            token = self._state.auth.create_token(
+            token = await self._state.auth.create_token(
                 user,
                 description=request.headers.get("User-Agent") or "unknown browser",
                 client_id=client_id,
@@ -190,7 +192,7 @@ class WebSignIn:
             )
         except XoError:  # the user's token quota is full
             return _back_to_signin(request, "tokens")
-        rec = self._state.db.token(token_hash(token))
+        rec = await self._state.storage.token(token_hash(token))
         expiration = rec.expiration if persistent and rec is not None else None
         log.info(
             "event=web_sign_in user=%s remote=%s persistent=%s", user.email, remote, persistent

@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 from api.registry import Registry
 from server.auth import Authenticator
 from server.config import ServerConfig
-from server.db import Database
 from server.oneshot import OneShotUrls
 from server.push import PushHub
+from server.storage import Storage
 from xen.store import ObjectStore
 
 if TYPE_CHECKING:
+    from server.cluster import Cluster
     from server.connection import Connection
 
 
@@ -34,7 +35,7 @@ API_VERSION = "0.1"  # what system.getVersion reports, as xo-server
 class ServerState:
     config: ServerConfig
     store: ObjectStore
-    db: Database
+    storage: Storage
     auth: Authenticator
     push: PushHub
     registry: Registry
@@ -44,3 +45,7 @@ class ServerState:
     # Server-owned services added by later namespaces (e.g. "migrations"), keyed by name.
     services: dict[str, Any] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
+    secret: bytes = b""  # the server secret (token HMACs, the pool password key)
+    new_secret: bool = False  # not yet in the data dir: the cluster writes it once agreed
+    # The instances sharing the store (Redis), server/cluster/; None with SQLite.
+    cluster: Cluster | None = None

@@ -23,6 +23,7 @@ import orjson
 from server import errors
 from server.db import User
 from server.limits import invalid_value
+from server.storage import EmailTaken
 
 if TYPE_CHECKING:
     from server.connection import Connection
@@ -31,25 +32,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("xo_migrate.users")
 
 
-def get_user(state: ServerState, user_id: str) -> User:
-    user = state.db.user_by_id(user_id)
+async def get_user(state: ServerState, user_id: str) -> User:
+    user = await state.storage.user_by_id(user_id)
     if user is None:
         raise errors.no_such_object(user_id, "user")
     return user
 
 
-def _check_email_free(state: ServerState, email: str) -> None:
-    existing = state.db.user_by_email(email)
+async def _check_email_free(state: ServerState, email: str) -> None:
+    existing = await state.storage.user_by_email(email)
     if existing is not None:
         raise errors.object_already_exists(existing.id, "user")
 
 
 async def create_user(state: ServerState, email: str, password: str, permission: str) -> User:
-    _check_email_free(state, email)  # fail fast, before the costly hash
+    await _check_email_free(state, email)  # fail fast, before the costly hash
     pw_hash = await state.auth.hash_password(password)
-    _check_email_free(state, email)  # again: no await between this check and the insert
     user = User(str(uuid.uuid4()), email, pw_hash, permission)
-    state.db.add_user(user)
+    try:  # the store checks again, atomically (another instance may have added it)
+        await state.storage.add_user(user)
+    except EmailTaken as exc:
+        raise errors.object_already_exists(exc.args[0], "user") from None
     log.info("event=user_created user=%s email=%s permission=%s", user.id, email, permission)
     return user
 
@@ -64,11 +67,11 @@ async def update_user(
     permission: str | None = None,
     preferences: dict[str, Any] | None = None,
 ) -> User:
-    user = get_user(state, user_id)
+    user = await get_user(state, user_id)
     pw_hash = await state.auth.hash_password(password) if password else None
-    user = get_user(state, user_id)  # re-read after the await: it may have changed meanwhile
+    user = await get_user(state, user_id)  # re-read after the await: it may have changed meanwhile
     if email and email != user.email:
-        _check_email_free(state, email)
+        await _check_email_free(state, email)
         user.email = email
     if permission:
         user.permission = permission
@@ -93,10 +96,13 @@ async def update_user(
                 f"preferences would take {size} bytes, more than the {quota} allowed",
             )
         user.preferences = merged
-    state.db.update_user(user)
-    for conn in state.connections:
-        if conn.user is not None and conn.user.id == user.id:
-            conn.user = user
+    try:
+        await state.storage.update_user(user)
+    except EmailTaken as exc:
+        raise errors.object_already_exists(exc.args[0], "user") from None
+    refresh_user(state, user)
+    if state.cluster is not None:
+        await state.cluster.user_changed(user.id)
     log.info(
         "event=user_updated user=%s email=%s permission=%s password_changed=%s",
         user.id,
@@ -109,9 +115,18 @@ async def update_user(
     return user
 
 
+def refresh_user(state: ServerState, user: User) -> None:
+    """The user's connections get its new record (permission, email)."""
+    for conn in state.connections:
+        if conn.user is not None and conn.user.id == user.id:
+            conn.user = user
+
+
 async def _end_sessions(state: ServerState, user_id: str, *, keep: Connection | None) -> None:
     """After a new password: the user's tokens go, and its connections but `keep` close."""
-    state.auth.revoke_tokens(tokens=None, pattern=None, user_id=user_id)
+    doomed = await state.auth.revoke_tokens(tokens=None, pattern=None, user_id=user_id)
+    if state.cluster is not None:
+        await state.cluster.revoked(doomed, user_id=user_id)
     closed = await close_connections(
         state, lambda c: c.user is not None and c.user.id == user_id and c is not keep, caller=keep
     )
@@ -130,8 +145,10 @@ async def change_password(
 
 
 async def delete_user(state: ServerState, user_id: str, *, caller: Connection) -> None:
-    get_user(state, user_id)
-    state.db.delete_user(user_id)
+    await get_user(state, user_id)
+    await state.storage.delete_user(user_id)
+    if state.cluster is not None:
+        await state.cluster.revoked(set(), user_id=user_id)
     closed = await close_connections(
         state, lambda c: c.user is not None and c.user.id == user_id, caller=caller
     )
@@ -146,9 +163,11 @@ async def revoke_tokens(
     user_id: str | None,
     caller: Connection,
 ) -> None:
-    doomed: Collection[str] = state.auth.revoke_tokens(
+    doomed: Collection[str] = await state.auth.revoke_tokens(
         tokens=tokens, pattern=pattern, user_id=user_id
     )
+    if doomed and state.cluster is not None:  # and on the other instances
+        await state.cluster.revoked(set(doomed))
     if doomed:
         closed = await close_connections(
             state, lambda c: c.token_hash is not None and c.token_hash in doomed, caller=caller

@@ -16,6 +16,7 @@ from typing import Any
 
 from server import errors
 from server.errors import RpcError, XoError
+from server.storage.base import StorageUnavailable
 from xen.errors import PoolUnavailable, XapiError
 from xen.store import ObjectStore
 
@@ -77,6 +78,9 @@ def to_wire_error(exc: BaseException, *, is_admin: bool, store: ObjectStore) -> 
         data["message"] = str(exc)
         data["name"] = "XapiError"
         return errors.server_error(str(exc), data).to_wire()
+    if isinstance(exc, StorageUnavailable):
+        # Redis lost (a cluster): reads go on from this instance's copy, changes are refused.
+        return errors.service_unavailable_because("database", str(exc)).to_wire()
     if isinstance(exc, PoolUnavailable):
         # xo-server would not find the pool's objects at all; say which pool is unreachable.
         return errors.server_unreachable(exc.pool).to_wire()

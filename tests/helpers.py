@@ -45,3 +45,55 @@ async def slowest_answer_during(
     finally:
         if not task.done():
             task.cancel()
+
+
+# -- the store, whichever it is (SQLite or Redis) -------------------------------------------
+
+
+async def expire_tokens(state: Any, expiration: float, description: str | None = None) -> None:
+    """Set the expiration (epoch seconds) of every token, or of those with `description`."""
+    for rec in await state.storage.tokens_of():
+        if description is None or rec.description == description:
+            await state.storage.refresh_token(rec.hash, expiration, rec.description)
+
+
+async def count_tokens(state: Any) -> int:
+    return len(await state.storage.tokens_of())
+
+
+async def admin_token(state: Any) -> str:
+    """A new token of the default admin."""
+    admin = await state.storage.user_by_email("admin@admin.net")
+    assert admin is not None
+    return str(await state.auth.create_token(admin))
+
+
+async def stored_bytes(data_dir: Any) -> bytes:
+    """Everything the store holds, as bytes (to check that no secret is stored in clear):
+    the SQLite file, or every Redis value (tests.storage.DATABASE)."""
+    from tests.storage import database_url
+
+    url = database_url(data_dir)
+    if not url:
+        return bytes((data_dir / "xo-migrate.db").read_bytes())
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    parts: list[str] = []
+    try:
+        async for key in client.scan_iter():
+            kind = await client.type(key)
+            if kind == "string":
+                parts.append(await client.get(key))
+            elif kind == "hash":
+                parts += [x for kv in (await client.hgetall(key)).items() for x in kv]
+            elif kind == "zset":
+                parts += await client.zrange(key, 0, -1)
+            elif kind == "set":
+                parts += list(await client.smembers(key))
+            elif kind == "list":
+                parts += await client.lrange(key, 0, -1)
+            parts.append(key)
+    finally:
+        await client.aclose()
+    return "\n".join(parts).encode()

@@ -87,6 +87,9 @@ class PoolManager:
             out.append(entry)
         return out
 
+    def config(self, server_id: str) -> PoolConfig | None:
+        return self._configs.get(server_id)
+
     def connection(self, server_id: str) -> PoolConnection | None:
         return self._connections.get(server_id)
 

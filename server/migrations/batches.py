@@ -10,7 +10,7 @@ is held there while the batch is paused, and is cancelled through the service. T
 follows its moves through the `migration` objects the service publishes, and is itself an
 object of type `migrationBatch` in the live collection, pushed through `all`.
 
-Batches are kept in SQLite (server/migrations/batch_history.py). One running or paused when
+Batches are kept in the store (server/storage/: SQLite or Redis). One running or paused when
 the server stopped is resumed at start: its moves' migrations are recovered by the migration
 service (adopted, or queued again under a new id that the batch follows), and a move that
 never reached the service is handed to it then.
@@ -28,7 +28,6 @@ from typing import Any, TypeVar
 from server import errors
 from server.errors import RpcError, XoError
 from server.migrations.batch import Batch, BatchMove
-from server.migrations.batch_history import BatchHistory
 from server.migrations.connections import PoolConnections
 from server.migrations.model import TERMINAL, Migration
 from server.migrations.placement import MoveAsk, Placement
@@ -36,6 +35,8 @@ from server.migrations.plan import resident_host
 from server.migrations.service import MigrationService
 from server.migrations.settings import MigrationSettings
 from server.migrations.verdicts import VerdictCollector
+from server.storage import Storage
+from server.storage.writer import WriteBehind
 from xen.store import ChangeSet, ObjectStore
 
 log = logging.getLogger("xo_migrate.migrations")
@@ -62,13 +63,14 @@ class BatchService:
         self,
         store: ObjectStore,
         migrations: MigrationService,
-        history: BatchHistory,
+        storage: Storage,
         connections: PoolConnections,
         settings: MigrationSettings | None = None,
     ) -> None:
         self._store = store
         self._migrations = migrations
-        self._history = history
+        self._storage = storage
+        self._writer: WriteBehind[Batch] = WriteBehind("batches", self._write)
         self._connections = connections
         self._settings = settings or MigrationSettings()
         self._batches: dict[str, Batch] = {}
@@ -86,9 +88,9 @@ class BatchService:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def recover(self) -> None:
+    async def recover(self) -> None:
         """Resume the batches that were running or paused when the server stopped."""
-        for record in self._history.active():
+        for record in await self._storage.active_batches():
             batch = Batch.from_record(record)
             self._batches[batch.id] = batch
             if batch.paused:
@@ -110,6 +112,7 @@ class BatchService:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._flush()
         self._stopped = True
+        await self._writer.aclose()
 
     def spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
         """A background task of the service's (cancelled and awaited by `aclose`)."""
@@ -125,25 +128,25 @@ class BatchService:
 
     # -- queries ---------------------------------------------------------------------------
 
-    def live(self, batch_id: str) -> Batch:
+    async def live(self, batch_id: str) -> Batch:
         batch = self._batches.get(batch_id)
         if batch is None:
-            self.get(batch_id)  # no such object, or finished and known
+            await self.get(batch_id)  # no such object, or finished and known
             raise errors.forbidden_operation("batch", "this batch is finished")
         return batch
 
-    def get(self, batch_id: str) -> dict[str, Any]:
+    async def get(self, batch_id: str) -> dict[str, Any]:
         batch = self._batches.get(batch_id)
         if batch is not None:
             return batch.to_xo()
-        record = self._history.get(batch_id)
+        record = await self._storage.batch(batch_id)
         if record is None:
             raise errors.no_such_object(batch_id, "migrationBatch")
         return Batch.from_record(record).to_xo()
 
-    def all(self, limit: int = 50) -> list[dict[str, Any]]:
+    async def all(self, limit: int = 50) -> list[dict[str, Any]]:
         out = {b.id: b.to_xo() for b in self._batches.values()}
-        for record in self._history.recent(limit):
+        for record in await self._storage.recent_batches(limit):
             if record["id"] not in out:
                 out[record["id"]] = Batch.from_record(record).to_xo()
         return sorted(out.values(), key=lambda b: b["created"], reverse=True)[:limit]
@@ -275,7 +278,7 @@ class BatchService:
         move.request.batch = batch.id
         move.request_record = move.request.to_json()
         try:
-            m = self._migrations.start(
+            m = self._migrations.begin(
                 move.request,
                 method=batch.method,
                 user_id=batch.user_id,
@@ -290,8 +293,8 @@ class BatchService:
 
     # -- control ---------------------------------------------------------------------------
 
-    def pause(self, batch_id: str) -> dict[str, Any]:
-        batch = self._active(batch_id, "pause")
+    async def pause(self, batch_id: str) -> dict[str, Any]:
+        batch = await self._active(batch_id, "pause")
         if not batch.paused:
             batch.paused = True
             batch.status = "paused"
@@ -300,8 +303,8 @@ class BatchService:
             self._touch(batch, save=True)
         return batch.to_xo()
 
-    def resume(self, batch_id: str) -> dict[str, Any]:
-        batch = self._active(batch_id, "resume")
+    async def resume(self, batch_id: str) -> dict[str, Any]:
+        batch = await self._active(batch_id, "resume")
         if batch.paused:
             batch.paused = False
             batch.status = "running"
@@ -313,7 +316,7 @@ class BatchService:
     async def cancel(self, batch_id: str) -> dict[str, Any]:
         """Queued moves are dropped; running ones are cancelled where XAPI still allows it.
         The answer says, for every move that was not done, how its cancellation went."""
-        batch = self._active(batch_id, "cancel")
+        batch = await self._active(batch_id, "cancel")
         batch.cancel_requested = True
         self._migrations.queue.pause(batch.id)  # nothing more starts meanwhile
         self._touch(batch, save=True)
@@ -337,7 +340,7 @@ class BatchService:
             return {**answer, "cancelled": True, "status": "cancelled"}
         try:
             result = await self._migrations.cancel(move.migration)
-            move.observe(self._migrations.get(move.migration))  # now, not at the next push
+            move.observe(await self._migrations.get(move.migration))  # now, not at the next push
         except (XoError, RpcError) as exc:
             result = {"cancelled": False, "status": move.status, "reason": exc.message}
         return {**answer, **result}
@@ -345,12 +348,12 @@ class BatchService:
     async def wait(self, batch_id: str) -> dict[str, Any]:
         batch = self._batches.get(batch_id)
         if batch is None:
-            return self.get(batch_id)
+            return await self.get(batch_id)
         await batch.done.wait()
         return batch.to_xo()
 
-    def _active(self, batch_id: str, operation: str) -> Batch:
-        batch = self.live(batch_id)
+    async def _active(self, batch_id: str, operation: str) -> Batch:
+        batch = await self.live(batch_id)
         if not batch.active:
             raise errors.forbidden_operation(operation, f"the batch is already {batch.status}")
         if batch.cancel_requested:
@@ -472,7 +475,7 @@ class BatchService:
             if live is not None and live.request.batch == batch.id:
                 move.observe(live.to_xo())
                 continue
-            record = self._latest_record(move)
+            record = await self._latest_record(move)
             if record is not None and record["status"] in TERMINAL:
                 self._observe(batch, move, record)
                 continue
@@ -487,13 +490,13 @@ class BatchService:
         self._touch(batch, save=True)
         self._check_done(batch)
 
-    def _latest_record(self, move: BatchMove) -> dict[str, Any] | None:
+    async def _latest_record(self, move: BatchMove) -> dict[str, Any] | None:
         """The move's migration record, following a re-queue after a restart."""
         migration_id, seen = move.migration, set()
         while migration_id and migration_id not in seen:
             seen.add(migration_id)
             try:
-                record = self._migrations.get(migration_id)
+                record = await self._migrations.get(migration_id)
             except (XoError, RpcError):
                 return None
             error = record.get("error") or {}
@@ -538,12 +541,16 @@ class BatchService:
                 self._store.set(batch.to_xo())
         if self._stopped:
             return  # the history closes after us: late callbacks must not write
-        self._history.save_many(
-            [b.to_record() for i in save if (b := self._batches.get(i)) is not None]
-        )
+        for batch_id in save:
+            batch = self._batches.get(batch_id)
+            if batch is not None:
+                self._writer.mark(batch_id, batch)
+
+    async def _write(self, batches: list[Batch]) -> None:
+        await self._storage.save_batches([b.to_record() for b in batches])
         if self._finished_since_prune >= PRUNE_EVERY:
             self._finished_since_prune = 0
-            self._history.prune(KEEP_FINISHED)
+            await self._storage.prune_batches(KEEP_FINISHED)
 
 
 def _is_current(move: BatchMove, obj: dict[str, Any]) -> bool:

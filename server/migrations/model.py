@@ -39,6 +39,7 @@ class Migration:
     in_xapi_task: bool = False
     xapi_done: bool = False  # XAPI reported success: too late to cancel
     cancel_requested: bool = False
+    abandoned: bool = False  # another instance of the cluster took it over (lease lost)
     queue_position: int | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     request_json: str = ""  # serialized once: the request never changes

@@ -40,7 +40,7 @@ class AdmissionQueue:
         self._waiting: list[Ticket] = []
         self._running: dict[str, Ticket] = {}
         self._paused: set[str] = set()
-        self._on_change = on_change
+        self.on_change = on_change
 
     def running_in_pool(self, pool: str) -> int:
         return sum(1 for t in self._running.values() if t.pool == pool)
@@ -87,6 +87,10 @@ class AdmissionQueue:
         if self._running.pop(key, None) is not None:
             self._pump()
 
+    def forget(self, key: str) -> None:
+        """`key` is no longer followed here (another instance took it over): its slot goes."""
+        self.release(key)
+
     def position(self, key: str) -> int | None:
         """1-based place among the migrations waiting on the same source pool."""
         target = next((t for t in self._waiting if t.key == key), None)
@@ -127,5 +131,5 @@ class AdmissionQueue:
             self._changed()
 
     def _changed(self) -> None:
-        if self._on_change is not None:
-            self._on_change()
+        if self.on_change is not None:
+            self.on_change()

@@ -11,6 +11,10 @@ and `migration.cancel` (while XAPI accepts it) work. Without a task to follow (X
 it, or none was started) or if its pool does not come back within `recover_wait_s`, where
 the VM is decides: on its target host it is a success, otherwise the outcome is unknown
 (`interrupted`, SERVER_RESTARTED).
+
+In a cluster the same path adopts the migrations of an instance that died (`take_over`, once
+this instance holds their lease): the record in the shared store is where that instance left
+it, and the latest progress other instances saw (their copy of its object) is kept.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from typing import Any, Protocol
 
 from server.errors import RpcError, XoError
 from server.migrations.connections import PoolConnections
-from server.migrations.history import MigrationHistory
 from server.migrations.model import Migration
 from server.migrations.plan import (
     DiskPlan,
@@ -36,6 +39,7 @@ from server.migrations.plan import (
     vm_memory_needed,
 )
 from server.migrations.runner import MigrationRunner, MigrationWork, OutcomeUnknown
+from server.storage import Storage
 from xen.errors import PoolUnavailable, XapiError
 from xen.store import ObjectStore, XoObject
 
@@ -47,7 +51,7 @@ RECORDED_PLAN_REASON = "recovered after a restart: the plan as the migration's r
 class RecoveryOwner(Protocol):
     """What recovery needs from the service that owns the migrations."""
 
-    def start(
+    async def start(
         self, req: MigrationRequest, *, method: str, user_id: str | None, user_email: str | None
     ) -> Migration: ...
 
@@ -71,32 +75,37 @@ class MigrationRecovery:
     def __init__(
         self,
         store: ObjectStore,
-        history: MigrationHistory,
+        storage: Storage,
         pools: PoolConnections,
         runner: MigrationRunner,
         owner: RecoveryOwner,
     ) -> None:
         self._store = store
-        self._history = history
+        self._storage = storage
         self._pools = pools
         self._runner = runner
         self._owner = owner
         # The re-queueing tasks started by `recover` (the batches wait for them).
         self.pending: list[asyncio.Task[None]] = []
 
-    def recover(self) -> None:
+    async def recover(self, leased: set[str] | None = None) -> None:
         """Running migrations are adopted at once (they hold their VM and queue slot before
-        any re-queued one asks for it); queued ones wait for their pool."""
-        for record, request in self._history.active():
-            if record["status"] == "running":
-                m = self._adopted(record, request)
-                log.info(
-                    "migration=%s event=adopted vm=%s task=%s", m.id, m.plan.vm, m.xapi_task_ref
-                )
-                self._owner.adopt(m, self._resume)
-            else:
-                task = self._owner.spawn(self._requeue(record, request), f"recover-{record['id']}")
-                self.pending.append(task)
+        any re-queued one asks for it); queued ones wait for their pool. `leased`: in a
+        cluster, only those whose lease this instance took."""
+        for record, request in await self._storage.active_migrations():
+            if leased is None or record["id"] in leased:
+                self.take_over(record, request)
+
+    def take_over(self, record: dict[str, Any], request: dict[str, Any]) -> None:
+        """Adopt one migration left queued or running (by a restart, or a dead instance)."""
+        if record["status"] == "running":
+            m = self._adopted(record, request)
+            log.info("migration=%s event=adopted vm=%s task=%s", m.id, m.plan.vm, m.xapi_task_ref)
+            self._owner.adopt(m, self._resume)
+        else:
+            task = self._owner.spawn(self._requeue(record, request), f"recover-{record['id']}")
+            self.pending.append(task)
+            task.add_done_callback(self.pending.remove)
 
     # -- running at the stop -------------------------------------------------------------
 
@@ -117,7 +126,11 @@ class MigrationRecovery:
         m.xapi_task_ref = record.get("xapiTaskRef")
         m.xapi_task_id = record.get("xapiTask")
         m.in_xapi_task = bool(m.xapi_pool and m.xapi_task_ref)
-        m.new_tracker().resume(record.get("phase") or "preflight", record.get("progress") or 0.0)
+        # The record is written at status changes; the object other instances last saw may
+        # be further on: progress never goes back.
+        seen = self._store.get(m.id) or {}
+        progress = max(float(record.get("progress") or 0.0), float(seen.get("progress") or 0.0))
+        m.new_tracker().resume(seen.get("phase") or record.get("phase") or "preflight", progress)
         return m
 
     async def _resume(self, m: Migration) -> None:
@@ -180,10 +193,10 @@ class MigrationRecovery:
     async def _requeue(self, record: dict[str, Any], request: dict[str, Any]) -> None:
         req = MigrationRequest.from_json(request)
         if await self._pools.ready(record.get("sourcePool")) is None:
-            self._close_record(record, request)
+            await self._close_record(record, request)
             return
         try:
-            m = self._owner.start(
+            m = await self._owner.start(
                 req,
                 method=record.get("method", "vm.migrate"),
                 user_id=record.get("user"),
@@ -192,7 +205,7 @@ class MigrationRecovery:
         except (XoError, RpcError) as exc:
             record.update(status="failure", finished=time.time())
             record["error"] = {"code": "REQUEUE_FAILED", "params": [], "message": exc.message}
-            self._history.save(record, request)
+            await self._storage.save_migrations([(record, request)])
             return
         # Keep one record: the old id now points at the re-queued migration.
         record.update(status="interrupted", finished=time.time())
@@ -202,9 +215,9 @@ class MigrationRecovery:
             "message": f"re-queued after a restart as migration {m.id}",
             "hint": "Nothing to do: the migration was queued again.",
         }
-        self._history.save(record, request)
+        await self._storage.save_migrations([(record, request)])
 
-    def _close_record(self, record: dict[str, Any], request: dict[str, Any]) -> None:
+    async def _close_record(self, record: dict[str, Any], request: dict[str, Any]) -> None:
         """Its pool did not come back: close the record by where the VM is."""
         vm = self._store.get(record["vm"])
         arrived = vm is not None and vm.get("$container") == record.get("targetHost")
@@ -220,7 +233,7 @@ class MigrationRecovery:
                 "hint": "Check where the VM is now; start the migration again if needed.",
             }
         record.update(rate=None, queuePosition=None, waitingFor=None)
-        self._history.save(record, request)
+        await self._storage.save_migrations([(record, request)])
         self._store.set(record)
 
 

@@ -6,8 +6,13 @@ awaits it. The service plans (server/migrations/plan.py), admits storage motion 
 queue (server/migrations/queue.py), has the runner execute it (server/migrations/runner.py:
 XAPI's call sequence, retries, lost connections, the outcome), turns the XAPI task's progress
 into monotonic progress with an ETA, publishes each migration as an object of type
-`migration` in the live collection, and records it in SQLite: written behind (once per
-event-loop tick), except a new migration, committed before `start` returns its id.
+`migration` in the live collection, and records it in the store (server/storage/: SQLite or
+Redis): written behind (server/storage/writer.py), except a new migration, committed before
+`start` returns its id.
+
+In a cluster (Redis, server/cluster/) the service owns the migrations this instance leases;
+`cluster` publishes every change to the other instances, admits through the shared queue,
+and hands over the migrations of a dead instance (adopted through `recovery`).
 
 Shutting the server down stops watching migrations but never cancels them in XAPI: their
 records stay `running` in the database and are adopted again at the next start
@@ -21,18 +26,20 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from server import errors
 from server.migrations.connections import PoolConnections
 from server.migrations.hints import hint_for
-from server.migrations.history import MigrationHistory
 from server.migrations.model import Migration
 from server.migrations.plan import MigrationRequest, Plan, PlanError, make_plan
 from server.migrations.queue import AdmissionQueue
 from server.migrations.recovery import MigrationRecovery
 from server.migrations.runner import MigrationRunner, MigrationWork, migrate_send_args
 from server.migrations.settings import MigrationSettings
+from server.storage import Storage, StorageUnavailable
+from server.storage.redis import UNREACHABLE
+from server.storage.writer import WriteBehind
 from xen.errors import PoolUnavailable, TaskCancelled, XapiError
 from xen.pools import PoolManager
 from xen.store import ChangeSet, ObjectStore
@@ -44,44 +51,58 @@ log = logging.getLogger("xo_migrate.migrations")
 PRUNE_EVERY = 50  # finished migrations between two history prunes
 
 
+class RemoteMigrations(Protocol):
+    """The migrations other instances of a cluster own (server/cluster/)."""
+
+    async def cancel(self, migration_id: str) -> dict[str, Any]: ...
+
+    async def wait(self, migration_id: str) -> dict[str, Any]:
+        """The record, once it has ended."""
+        ...
+
+
 class MigrationService:
     def __init__(
         self,
         store: ObjectStore,
         pools: PoolManager | None,
-        history: MigrationHistory,
+        storage: Storage,
         settings: MigrationSettings | None = None,
+        queue: AdmissionQueue | None = None,
     ) -> None:
         self.store = store
         self.pools = pools
-        self.history = history
+        self.storage = storage
         self.settings = settings or MigrationSettings()
-        self.queue = AdmissionQueue(
-            self.settings.per_pool_limit, self.settings.per_host_limit, self._queue_changed
+        self.queue = queue or AdmissionQueue(
+            self.settings.per_pool_limit, self.settings.per_host_limit
         )
+        self.queue.on_change = self._queue_changed
         self._migrations: dict[str, Migration] = {}
         self._by_vm: dict[str, Migration] = {}
         self._by_task: dict[tuple[str, str], Migration] = {}
         self._runners: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
-        self._dirty: dict[str, Migration] = {}
-        self._flush_scheduled = False
+        self._writer: WriteBehind[Migration] = WriteBehind("migrations", self._write)
         self._finished_since_prune = 0
-        self._stopped = False
+        # Another instance's migrations (a cluster): cancel and wait go to their owner.
+        self.remote: RemoteMigrations | None = None
+        # Told of every change of a migration's object (the cluster publishes it).
+        self.publish_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._in_line: set[str] = set()  # migrations last published with a queue position
         # Told of each migration as it ends, before its queue slot is given back (batches).
         self.finish_listeners: list[Callable[[Migration], None]] = []
         self._connections = PoolConnections(pools, self.settings)
         self._runner = MigrationRunner(store, self._connections, self.queue, self.settings, self)
-        self._recovery = MigrationRecovery(store, history, self._connections, self._runner, self)
+        self.recovery = MigrationRecovery(store, storage, self._connections, self._runner, self)
         self._unsubscribe = store.subscribe(self._on_changes)
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def recover(self) -> None:
+    async def recover(self) -> None:
         """Pick up the migrations that were queued or running when the server stopped."""
-        self._recovery.recover()
+        await self.recovery.recover()
 
     async def aclose(self) -> None:
         self._closing = True
@@ -90,8 +111,7 @@ class MigrationService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._flush_history()
-        self._stopped = True  # the history closes after us: late callbacks must not write
+        await self._writer.aclose()  # the store closes after us
 
     @property
     def closing(self) -> bool:
@@ -99,7 +119,7 @@ class MigrationService:
 
     async def recovered(self) -> None:
         """Return once the migrations found queued at start are queued again (or closed)."""
-        await asyncio.gather(*self._recovery.pending, return_exceptions=True)
+        await asyncio.gather(*self.recovery.pending, return_exceptions=True)
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """A background task of the service's (cancelled and awaited by `aclose`)."""
@@ -110,19 +130,40 @@ class MigrationService:
 
     # -- queries ---------------------------------------------------------------------------
 
-    def get(self, migration_id: str) -> dict[str, Any]:
+    def owns(self, migration_id: str) -> bool:
+        return migration_id in self._migrations
+
+    def live_ids(self) -> list[str]:
+        """This instance's migrations not yet ended."""
+        return [m.id for m in self._migrations.values() if m.active]
+
+    def live(self, migration_id: str) -> Migration | None:
+        return self._migrations.get(migration_id)
+
+    async def get(self, migration_id: str) -> dict[str, Any]:
         m = self._migrations.get(migration_id)
         if m is not None:
             return m.to_xo()
-        record = self.history.get(migration_id)
+        # Another instance's live migration (a cluster): its latest object, as published.
+        obj = self.store.get(migration_id)
+        if obj is not None and obj.get("type") == "migration":
+            return dict(obj)
+        record = await self.storage.migration(migration_id)
         if record is None:
             raise errors.no_such_object(migration_id, "migration")
         return record
 
-    def all(self, limit: int = 100) -> list[dict[str, Any]]:
+    async def all(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self.merge(await self.storage.recent_migrations(limit), limit)
+
+    def merge(self, history: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+        """The live migrations (this instance's and, in a cluster, the others' as published)
+        and the history's records, newest first."""
         live = {m.id: m.to_xo() for m in self._migrations.values()}
+        for obj in self.store.by_type("migration"):
+            live.setdefault(obj["id"], dict(obj))
         out = list(live.values())
-        for record in self.history.recent(limit):
+        for record in history:
             if record["id"] not in live:
                 out.append(record)
         out.sort(key=lambda r: r["created"], reverse=True)
@@ -167,11 +208,23 @@ class MigrationService:
 
     # -- start, wait, cancel ---------------------------------------------------------------
 
-    def start(
+    async def start(
         self, req: MigrationRequest, *, method: str, user_id: str | None, user_email: str | None
     ) -> Migration:
-        """Plan and launch a migration; errors in planning are raised here, at once."""
-        busy = self._by_vm.get(req.vm)
+        """`begin`, then return once its record is committed: the id returned must survive a
+        crash right after."""
+        m = self.begin(req, method=method, user_id=user_id, user_email=user_email)
+        await self._writer.flush()
+        return m
+
+    def begin(
+        self, req: MigrationRequest, *, method: str, user_id: str | None, user_email: str | None
+    ) -> Migration:
+        """Plan and launch a migration; errors in planning are raised here, at once. Its
+        record is written behind (`start` waits for it)."""
+        if not self.storage.available:
+            raise StorageUnavailable(UNREACHABLE)
+        busy = self._by_vm.get(req.vm) or self._moving_elsewhere(req.vm)
         if busy is not None:
             raise errors.forbidden_operation(
                 "migrate", f"VM {req.vm} is already being migrated by migration {busy.id}"
@@ -184,8 +237,6 @@ class MigrationService:
         self._migrations[m.id] = m
         self._by_vm[req.vm] = m
         self._launch(m, self._runner.execute)
-        # Acknowledged means committed: the id returned must survive a crash right after.
-        self._flush_history()
         log.info(
             "migration=%s event=created vm=%s mode=%s source_pool=%s target_host=%s user=%s",
             m.id,
@@ -213,19 +264,39 @@ class MigrationService:
         self._runners[m.id] = runner
         runner.add_done_callback(lambda _: self._runners.pop(m.id, None))
 
-    async def wait(self, migration_id: str) -> Migration:
+    def _moving_elsewhere(self, vm: str) -> Any:
+        """Another instance's live migration of `vm` (a cluster), as its published object."""
+        for obj in self.store.by_type("migration"):
+            if obj.get("vm") == vm and obj.get("status") in ("queued", "running"):
+                return _Remote(str(obj["id"]))
+        return None
+
+    async def wait(self, migration_id: str) -> dict[str, Any]:
+        """The migration's record once it has ended (whichever instance runs it)."""
         m = self._migrations.get(migration_id)
         if m is None:
-            self.get(migration_id)  # raises no such object, or it is finished and known
-            raise errors.forbidden_operation("wait", "this migration is no longer tracked live")
+            record = await self.get(migration_id)  # raises no such object
+            if record.get("status") in ("queued", "running") and self.remote is not None:
+                return await self.remote.wait(migration_id)
+            if record.get("status") in ("queued", "running"):
+                raise errors.forbidden_operation("wait", "this migration is not tracked live")
+            return record
         await m.done.wait()
-        return m
+        if m.abandoned and self.remote is not None:
+            return await self.remote.wait(migration_id)  # another instance finishes it
+        return m.to_xo()
 
     async def wait_result(self, migration_id: str) -> None:
         """vm.migrate: return once finished; re-raise the migration's error otherwise."""
-        m = await self.wait(migration_id)
-        if m.status == "success":
+        m = self._migrations.get(migration_id)
+        record = await self.wait(migration_id)
+        if record["status"] == "success":
             return
+        if m is None or m.abandoned:  # ended on another instance: its error, as recorded
+            raise errors.server_error(
+                (record.get("error") or {}).get("message", "migration failed"),
+                {"code": (record.get("error") or {}).get("code", "MIGRATION_FAILED")},
+            )
         if m.exception is not None:
             raise m.exception
         if m.status == "cancelled":
@@ -237,7 +308,9 @@ class MigrationService:
     async def cancel(self, migration_id: str) -> dict[str, Any]:
         m = self._migrations.get(migration_id)
         if m is None:
-            record = self.get(migration_id)
+            record = await self.get(migration_id)
+            if record.get("status") in ("queued", "running") and self.remote is not None:
+                return await self.remote.cancel(migration_id)  # its owner cancels it
             return _cancel_answer("already_finished", record["status"], "already finished")
         if not m.active:
             return _cancel_answer("already_finished", m.status, "already finished")
@@ -304,12 +377,13 @@ class MigrationService:
             status = await self._runner.run_to_end(m, work)
         except asyncio.CancelledError:
             # Server shutdown: keep the record as it is; it is recovered at the next start.
-            self.history.save(m.to_xo(), m.request_json)
+            if not m.abandoned:
+                self._writer.mark(m.id, m)
             raise
         else:
             self._finish(m, status)
         finally:
-            if m.active and not self._closing:
+            if m.active and not self._closing and not m.abandoned:
                 # Whatever the exit, the VM lock and the queue slot must be given back.
                 log.error("migration=%s event=ended_without_outcome", m.id)
                 m.set_error("INTERNAL_ERROR", [], "the migration stopped without an outcome")
@@ -373,26 +447,39 @@ class MigrationService:
             self._in_line.discard(m.id)
         else:
             self._in_line.add(m.id)
+        if m.abandoned:
+            return  # another instance owns it now
         record = m.to_xo()
         self.store.set(record)
+        for listener in self.publish_listeners:
+            listener(record)
         if persist:
-            # Written behind, once per event-loop tick for every migration that changed:
-            # a burst of 200 migrations costs a few transactions, not hundreds.
-            self._dirty[m.id] = m
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush_history)
+            # Written behind: a burst of 200 migrations costs a few writes, not hundreds.
+            self._writer.mark(m.id, m)
 
-    def _flush_history(self) -> None:
-        self._flush_scheduled = False
-        if self._stopped:
-            return
-        dirty, self._dirty = self._dirty, {}
-        if dirty:
-            self.history.save_many([(m.to_xo(), m.request_json) for m in dirty.values()])
+    async def _write(self, dirty: list[Migration]) -> None:
+        await self.storage.save_migrations([(m.to_xo(), m.request_json) for m in dirty])
         if self._finished_since_prune >= PRUNE_EVERY:
             self._finished_since_prune = 0
-            self.history.prune(self.settings.history_keep)
+            await self.storage.prune_migrations(self.settings.history_keep)
+
+    def abandon(self, m: Migration) -> None:
+        """Another instance owns `m` now (our lease was lost): stop following it here without
+        touching XAPI or its record; its queue slot stays taken (the new owner holds it)."""
+        if m.abandoned or not m.active:
+            return
+        m.abandoned = True
+        m.done.set()  # its waiters here turn to the new owner (`wait`)
+        runner = self._runners.get(m.id)
+        if runner is not None:
+            runner.cancel()
+        self._migrations.pop(m.id, None)
+        if self._by_vm.get(m.request.vm) is m:
+            del self._by_vm[m.request.vm]
+        self.task_ended(m)
+        self._in_line.discard(m.id)
+        self.queue.forget(m.id)
+        log.warning("migration=%s event=abandoned reason=lease_lost", m.id)
 
     def _queue_changed(self) -> None:
         # One pass for every place in the line: a change re-numbers all who wait behind it.
@@ -432,6 +519,15 @@ class MigrationService:
                 if "cancel" not in obj.get("allowedOperations", ["cancel"]):
                     m.tracker.enter_finishing()
             self.publish(m)
+
+
+class _Remote:
+    """Another instance's migration of a VM: enough to name it in a refusal."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, migration_id: str) -> None:
+        self.id = migration_id
 
 
 def _error_view(code: str, params: list[str], message: str) -> dict[str, Any]:

@@ -155,7 +155,7 @@ async def authenticate(request: web.Request, ctx: RestContext) -> User:
                 raise RestError(403, XoError(error.code, error.message, {"reason": refused}))
     try:
         if token:
-            user, _ = auth.authenticate_token(token, remote)
+            user, _ = await auth.authenticate_token(token, remote)
         elif scheme == "basic" and value:
             email, password = _basic(value)
             user, _ = await auth.sign_in({"email": email, "password": password}, remote)

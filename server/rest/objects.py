@@ -97,7 +97,7 @@ async def migrate_vm(request: web.Request, ctx: RestContext, user: User) -> web.
     vm = _object(ctx, "vms", request.match_info["id"])
     body = MigrateBody.model_validate(await read_json(request, ctx))
     migrations = ctx.migrations()
-    m = migrations.start(
+    m = await migrations.start(
         body.request(vm["id"]), method=REST_MIGRATE_METHOD, user_id=user.id, user_email=user.email
     )
     location = {"Location": task_href(m.id)}

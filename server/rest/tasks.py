@@ -109,7 +109,7 @@ async def list_tasks(request: web.Request, ctx: RestContext, _user: User) -> web
             raise RestError(400, errors.invalid_parameters([], "watch=true requires ndjson=true"))
         return await _watch(request, ctx, query)
     scan = HISTORY_SCAN if query.predicate is not None or query.limit is None else query.limit
-    tasks = [_task(ctx, r) for r in ctx.migrations().all(max(scan, 1))]
+    tasks = [_task(ctx, r) for r in await ctx.migrations().all(max(scan, 1))]
     return query.respond([query.item(t, task_href(t["id"])) for t in query.select(tasks)])
 
 
@@ -117,7 +117,7 @@ async def list_tasks(request: web.Request, ctx: RestContext, _user: User) -> web
 async def get_task(request: web.Request, ctx: RestContext, _user: User) -> web.StreamResponse:
     task_id = request.match_info["id"]
     migrations = ctx.migrations()
-    record = migrations.get(task_id)  # 404 when unknown
+    record = await migrations.get(task_id)  # 404 when unknown
     if flag(request, "wait") and record["status"] in PENDING:
 
         async def until_finished() -> None:
@@ -130,7 +130,7 @@ async def get_task(request: web.Request, ctx: RestContext, _user: User) -> web.S
 
         if not await ctx.hold(request, until_finished):
             raise RestError(503, errors.service_unavailable("rest (stopping)"))
-        record = migrations.get(task_id)
+        record = await migrations.get(task_id)
     return json_response(_task(ctx, record))
 
 
@@ -144,7 +144,7 @@ async def _settled(ctx: RestContext, task_id: str) -> None:
 
     unsubscribe = ctx.state.store.subscribe(on_changes)
     try:
-        if ctx.migrations().get(task_id)["status"] not in PENDING:
+        if (await ctx.migrations().get(task_id))["status"] not in PENDING:
             return
         await settled.wait()
     finally:
@@ -157,7 +157,7 @@ async def abort_task(request: web.Request, ctx: RestContext, _user: User) -> web
     wait; 409 with the reason when there is nothing left to abort or it is too late."""
     task_id = request.match_info["id"]
     migrations = ctx.migrations()
-    migrations.get(task_id)  # 404 when unknown
+    await migrations.get(task_id)  # 404 when unknown
     ctx.note_abort(task_id)
     outcome = await migrations.cancel(task_id)
     if outcome.get("cancelled"):
@@ -211,9 +211,12 @@ async def _watch(request: web.Request, ctx: RestContext, query: ListQuery) -> we
         if pending:
             wake.set()
 
-    # Snapshot and subscription in the same tick: no change falls between them. Errors
-    # (service unavailable) are raised before the response starts, so they stay JSON.
-    for record in reversed(ctx.migrations().all(HISTORY_SCAN)):  # oldest first
+    # Snapshot and subscription in the same tick (the history is read before): no change
+    # falls between them. Errors (service unavailable) are raised before the response
+    # starts, so they stay JSON.
+    migrations = ctx.migrations()
+    history = await migrations.storage.recent_migrations(HISTORY_SCAN)
+    for record in reversed(migrations.merge(history, HISTORY_SCAN)):  # oldest first
         stage(record)
     if query.limit is not None:  # `limit` bounds the initial snapshot only
         for extra in list(pending)[query.limit :]:

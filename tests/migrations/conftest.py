@@ -64,6 +64,12 @@ def pool_configs(manifest: dict[str, Any]) -> list[PoolConfig]:
     return [manifest_pool_config(p) for p in manifest["pools"]]
 
 
+# Every test here runs on SQLite and on Redis (tests/conftest.py: storage_backend).
+@pytest.fixture(autouse=True)
+def _each_store(storage_backend: str) -> str:
+    return storage_backend
+
+
 @pytest.fixture
 def migration_settings() -> MigrationSettings:
     return MigrationSettings(retry_delay_s=0.2, cancel_wait_s=10.0)

@@ -4,7 +4,7 @@ its id is returned, so a crash right after loses nothing.
 Against a real `xo-migrate serve` process on the simulated pools: start migrations, SIGKILL
 the server the moment the ids arrive, start it again on the same data dir and find each one.
 And in-process, with nothing in between: the row is readable from the database file by
-another connection as soon as `start` returns, before the event loop runs again."""
+another connection (SQLite file, or Redis) as soon as `start` returns."""
 
 from __future__ import annotations
 
@@ -14,13 +14,16 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+import redis.asyncio as aioredis
 
 from server.migrations.plan import MigrationRequest
 from tests.helpers import wait_until
 from tests.migrations.conftest import Lab
 from tests.server.serve_process import free_port, spawn_serve, wait_listening
 from tests.server.xo_client import XoClient
+from tests.storage import database_url
 from xen.sim import Simulator
 
 pytestmark = pytest.mark.timeout(120)
@@ -34,6 +37,8 @@ def config_text(sim: Simulator, data_dir: Path, port: int) -> str:
         "[authentication]",
         "scrypt_n = 16384",
     ]
+    if database_url(data_dir):  # on Redis (storage_backend)
+        lines += ["[database]", f'url = "{database_url(data_dir)}"', 'lease_ttl = "2 seconds"']
     for pool in sim.manifest()["pools"]:
         lines += [
             "[[pools]]",
@@ -109,18 +114,32 @@ async def test_sigkill_right_after_migration_start_keeps_the_migrations(
 async def test_the_record_is_committed_before_start_returns(lab: Lab) -> None:
     service = lab.server.state.services["migrations"]
     vm, host = await lab.id_of("VM", "web-01"), await lab.id_of("host", "a2")
-    db_file = lab.server.state.config.data_dir / "xo-migrate.db"
-    m = service.start(
+    m = await service.start(
         MigrationRequest(vm=vm, target_host=host),
         method="migration.start",
         user_id=None,
         user_email=None,
     )
-    # No await since `start`: a write-behind would not have run yet.
-    other = sqlite3.connect(db_file)
-    try:
-        row = other.execute("SELECT vm, status FROM migrations WHERE id = ?", (m.id,)).fetchone()
-    finally:
-        other.close()
-    assert row == (vm, "running")
+    # Read by another connection, as the next process would after a crash right now.
+    assert await stored_elsewhere(lab, m.id) == (vm, "running")
     await m.done.wait()
+
+
+async def stored_elsewhere(lab: Lab, migration_id: str) -> tuple[str, str] | None:
+    state = lab.server.state
+    if state.storage.kind == "sqlite":
+        other = sqlite3.connect(state.config.data_dir / "xo-migrate.db")
+        try:
+            row = other.execute(
+                "SELECT vm, status FROM migrations WHERE id = ?", (migration_id,)
+            ).fetchone()
+        finally:
+            other.close()
+        return None if row is None else (row[0], row[1])
+    client = aioredis.Redis.from_url(state.config.database.url, decode_responses=True)
+    try:
+        raw = await client.hget(f"xom:migration:{migration_id}", "record")
+    finally:
+        await client.aclose()
+    record = orjson.loads(raw) if raw else None
+    return None if record is None else (record["vm"], record["status"])

@@ -16,7 +16,9 @@ from server.auth import AuthSettings
 from server.config import ServerConfig
 from server.guard import GuardedSite, make_runner
 from server.state import ServerState
+from server.storage import DatabaseSettings
 from tests.server.xo_client import XoClient
+from tests.storage import database_url
 
 
 @dataclass
@@ -41,6 +43,8 @@ class RunningServer:
 # Tests hash passwords at the old, cheaper scrypt cost (N=2^14): the production default
 # (N=2^17) costs most of a second per sign-in; tests/server/test_hardening.py checks it.
 TEST_SCRYPT_N = 2**14
+# Short leases on Redis: a restarted server adopts its migrations soon.
+LEASE_TTL_S = 2.0
 
 
 def make_config(data_dir: Path, **overrides: Any) -> ServerConfig:
@@ -50,9 +54,17 @@ def make_config(data_dir: Path, **overrides: Any) -> ServerConfig:
         data_dir=data_dir,
         auth=AuthSettings(throttling_delay_s=0.3, scrypt_n=TEST_SCRYPT_N),
     )
+    cfg.database = DatabaseSettings(url=database_url(data_dir), lease_ttl_s=LEASE_TTL_S)
     for key, value in overrides.items():
         setattr(cfg, key, value)
     return cfg
+
+
+# Every test here runs on SQLite and on Redis (tests/conftest.py: storage_backend), but for
+# modules marked `sqlite_only`.
+@pytest.fixture(autouse=True)
+def _each_store(storage_backend: str) -> str:
+    return storage_backend
 
 
 @contextlib.asynccontextmanager

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import expire_tokens, stored_bytes
 from tests.server.conftest import RunningServer, make_config, running_server
 from tests.server.xo_client import RpcError, XoClient
 
@@ -136,7 +137,7 @@ async def test_token_survives_restart_and_deleted_token_is_refused(tmp_path: Pat
         token = await client.call("token.create", {"client": {"id": "c1"}})
         doomed = await client.call("token.create", {"description": "to delete"})
         await client.close()
-    db_text = (tmp_path / "xo-migrate.db").read_bytes()
+    db_text = await stored_bytes(tmp_path)
     assert token.encode() not in db_text and doomed.encode() not in db_text  # hashes only
     async with running_server(make_config(tmp_path)) as srv:
         client = await XoClient.connect(srv.ws_url)
@@ -159,9 +160,8 @@ async def test_expired_token_refused_and_connection_closed_silently(
     client = await connect(signed_in=True)
     expired = await client.call("token.create", {"description": "expired"})
     short = await client.call("token.create", {"description": "short"})
-    db = server.state.db._db
-    db.execute("UPDATE tokens SET expiration = ? WHERE description = 'expired'", (time.time() - 1,))
-    db.execute("UPDATE tokens SET expiration = ? WHERE description = 'short'", (time.time() + 0.4,))
+    await expire_tokens(server.state, time.time() - 1, "expired")
+    await expire_tokens(server.state, time.time() + 0.4, "short")
     other = await connect()
     assert (await other.request("session.signIn", {"token": expired}))[
         "error"
@@ -177,7 +177,7 @@ async def test_expired_token_refused_and_connection_closed_silently(
 
 
 async def test_failed_sign_ins_are_throttled_per_user_only(server: RunningServer, connect) -> None:
-    server.state.auth.add_user("bob@x.net", "bob-pw", "user")
+    await server.state.auth.add_user("bob@x.net", "bob-pw", "user")
     client = await connect()
     wrong = {"email": "bob@x.net", "password": "wrong"}
     assert (await client.request("session.signIn", wrong))["error"]["code"] == 3

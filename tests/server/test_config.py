@@ -20,6 +20,9 @@ from server.migrations.settings import MigrationSettings
 from tests.server.serve_process import ROOT, free_port, wait_listening
 from tests.server.xo_client import XoClient
 
+# Their own data dirs and config files: the store is SQLite whatever the run.
+pytestmark = pytest.mark.sqlite_only
+
 
 def test_example_config_parses_to_the_defaults() -> None:
     cfg = load_config(ROOT / "config.example.toml")

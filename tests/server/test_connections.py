@@ -28,7 +28,7 @@ from tests.server.serve_process import free_port, spawn_serve, wait_listening
 from tests.server.xo_client import XoClient
 from xen.sim.certs import HostCertificates
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.sqlite_only]  # its own config files
 SHORT = 0.5  # seconds: every timeout under test
 
 

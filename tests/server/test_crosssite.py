@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 import pytest
 
+from tests.helpers import admin_token as tokens_of_admin
 from tests.server.conftest import RunningServer, make_config, running_server
 
 pytestmark = pytest.mark.timeout(30)
@@ -28,10 +29,8 @@ CREATE_ADMIN = orjson.dumps(
 )
 
 
-def admin_token(srv: RunningServer) -> str:
-    admin = srv.state.db.user_by_email("admin@admin.net")
-    assert admin is not None
-    return srv.state.auth.create_token(admin)
+async def admin_token(srv: RunningServer) -> str:
+    return await tokens_of_admin(srv.state)
 
 
 async def post(
@@ -43,12 +42,12 @@ async def post(
             return resp.status, await resp.json() if resp.status != 204 else None
 
 
-def emails(srv: RunningServer) -> list[str]:
-    return [u.email for u in srv.state.db.all_users()]
+async def emails(srv: RunningServer) -> list[str]:
+    return [u.email for u in await srv.state.storage.all_users()]
 
 
 async def test_cross_site_posts_with_the_cookie_are_refused(server: RunningServer) -> None:
-    token = admin_token(server)
+    token = await admin_token(server)
     own = server.base
     for headers in (
         {"Content-Type": "text/plain", "Origin": "https://evil.example"},
@@ -61,7 +60,7 @@ async def test_cross_site_posts_with_the_cookie_are_refused(server: RunningServe
         status, body = await post(server, "/api/", CREATE_ADMIN, headers, token)
         assert status == 403, headers
         assert body["error"]["code"] == 2 and body["error"]["data"]["reason"], headers
-    assert emails(server) == ["admin@admin.net"]  # nothing happened
+    assert await emails(server) == ["admin@admin.net"]  # nothing happened
 
     # From the server's own pages, as JSON: fine.
     for headers in (
@@ -78,7 +77,7 @@ async def test_cross_site_posts_with_the_cookie_are_refused(server: RunningServe
 
 
 async def test_rest_cross_site_posts_are_refused(server: RunningServer) -> None:
-    token = admin_token(server)
+    token = await admin_token(server)
     server.state.store.set({"id": "v1", "type": "VM", "$pool": "p"})
     path = "/rest/v0/vms/v1/actions/migrate"
     body = orjson.dumps({"hostId": "h1"})
@@ -100,8 +99,8 @@ async def test_allowed_origins_are_accepted(tmp_path: Path) -> None:
     async with running_server(config) as srv:
         call = orjson.dumps({"id": 2, "jsonrpc": "2.0", "method": "session.getUser"})
         headers = {"Content-Type": "application/json", "Origin": "https://xo.example.org"}
-        status, body = await post(srv, "/api/", call, headers, admin_token(srv))
+        status, body = await post(srv, "/api/", call, headers, await admin_token(srv))
         assert status == 200 and body["result"]["email"] == "admin@admin.net"
         headers["Origin"] = "https://xo.example.org.evil.example"
-        status, _ = await post(srv, "/api/", call, headers, admin_token(srv))
+        status, _ = await post(srv, "/api/", call, headers, await admin_token(srv))
         assert status == 403

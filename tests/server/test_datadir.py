@@ -24,7 +24,8 @@ from tests.server.conftest import make_config, running_server
 from tests.server.serve_process import free_port, spawn_serve, wait_listening
 from tests.server.xo_client import XoClient
 
-pytestmark = pytest.mark.timeout(90)
+# Its own data dirs and files: the store is SQLite whatever the run.
+pytestmark = [pytest.mark.timeout(90), pytest.mark.sqlite_only]
 
 
 async def serve_once(data_dir: Path, config_dir: Path) -> tuple[int | None, str]:
@@ -99,9 +100,9 @@ async def test_damaged_or_vanished_state_is_refused_in_one_line(tmp_path: Path) 
         admin = await XoClient.connect(srv.ws_url)
         await admin.sign_in()
         await admin.call("user.create", {"email": "user@x.net", "password": "pw"})
-        pw_hash = srv.state.db.user_by_email("user@x.net").pw_hash  # type: ignore[union-attr]
+        pw_hash = (await srv.state.storage.user_by_email("user@x.net")).pw_hash  # type: ignore[union-attr]
         for i in range(300):  # enough pages for a cut in the middle to land in the data
-            srv.state.db.add_user(User(str(uuid.uuid4()), f"user{i}@x.net", pw_hash))
+            await srv.state.storage.add_user(User(str(uuid.uuid4()), f"user{i}@x.net", pw_hash))
         me = (await admin.call("session.getUser"))["id"]
         await admin.call("user.set", {"id": me, "password": "changed"})
         await admin.close()

@@ -18,7 +18,7 @@ import pytest
 
 from server.duration import parse_duration_ms
 from server.matching import compile_string_filter
-from tests.helpers import slowest_answer_during
+from tests.helpers import admin_token, slowest_answer_during, stored_bytes
 from tests.server.conftest import RunningServer, make_config, running_server
 from tests.server.xo_client import XoClient
 
@@ -200,13 +200,12 @@ async def test_storage_quotas_per_user(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     config.auth.max_tokens_per_user = 3
     async with running_server(config) as srv:
-        db_file = tmp_path / "xo-migrate.db"
         admin = await XoClient.connect(srv.ws_url)
         await admin.sign_in()
         uid = await admin.call("user.create", {"email": "u@x.net", "password": "pw"})
         user = await XoClient.connect(srv.ws_url)
         await user.sign_in("u@x.net", "pw")
-        size_before = db_file.stat().st_size
+        size_before = len(await stored_bytes(tmp_path))
 
         # Preferences: 8 keys of 1 MB are refused (string limit), so is more than 64 KiB in
         # all, whatever the number of keys; what is stored is unchanged.
@@ -253,7 +252,7 @@ async def test_storage_quotas_per_user(tmp_path: Path) -> None:
         assert await user.call("xo.getAllObjects", {"ndjson": True})  # room again
         assert len(srv.state.oneshot) == quota + 1
 
-        assert db_file.stat().st_size < size_before + 1024 * 1024
+        assert len(await stored_bytes(tmp_path)) < size_before + 1024 * 1024
         await user.close()
         await admin.close()
 
@@ -306,9 +305,7 @@ async def test_a_new_password_ends_the_users_other_sessions_and_tokens(
 
 async def test_bodies_over_the_limit_answer_413(tmp_path: Path) -> None:
     async with running_server(make_config(tmp_path, max_message_size=1024)) as srv:
-        admin = srv.state.db.user_by_email("admin@admin.net")
-        assert admin is not None
-        token = srv.state.auth.create_token(admin)
+        token = await admin_token(srv.state)
         srv.state.store.set({"id": "v1", "type": "VM", "$pool": "p"})
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         big = orjson.dumps({"hostId": "h" * 2000})

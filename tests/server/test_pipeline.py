@@ -179,7 +179,7 @@ async def test_resolution_no_such_object_and_success(connect, methods) -> None:
 async def test_non_admin_needs_rights_on_resolved_objects(
     server: RunningServer, connect, methods
 ) -> None:
-    server.state.auth.add_user("user@x.net", "pw", "user")
+    await server.state.auth.add_user("user@x.net", "pw", "user")
     client = await connect()
     await client.sign_in("user@x.net", "pw")
     response = await client.request("test.migrate", {"vm": "vm1", "targetHost": "h1"})
@@ -249,7 +249,7 @@ async def test_id_aliasing_of_the_namespace_param(connect, methods) -> None:
 async def test_mapped_xapi_errors_for_everyone(
     server, connect, methods, code, params, expected
 ) -> None:
-    server.state.auth.add_user("u@x.net", "pw", "user")
+    await server.state.auth.add_user("u@x.net", "pw", "user")
     admin = await connect(signed_in=True)
     user = await connect()
     await user.sign_in("u@x.net", "pw")
@@ -260,7 +260,7 @@ async def test_mapped_xapi_errors_for_everyone(
 
 
 async def test_unmapped_xapi_errors_admin_sees_code_and_params(server, connect, methods) -> None:
-    server.state.auth.add_user("u2@x.net", "pw", "user")
+    await server.state.auth.add_user("u2@x.net", "pw", "user")
     admin = await connect(signed_in=True)
     params = {
         "code": "VM_INCOMPATIBLE_WITH_THIS_HOST",
@@ -280,7 +280,7 @@ async def test_unmapped_xapi_errors_admin_sees_code_and_params(server, connect, 
 
 
 async def test_internal_errors_hidden_from_non_admins(server, connect, methods) -> None:
-    server.state.auth.add_user("u3@x.net", "pw", "user")
+    await server.state.auth.add_user("u3@x.net", "pw", "user")
     admin = await connect(signed_in=True)
     error = (await admin.request("test.crash"))["error"]
     assert error["code"] == -32000 and "internal detail" in error["message"]
@@ -330,7 +330,7 @@ async def test_void_results_are_true(connect) -> None:
 
 
 async def test_reserved_log_param(server: RunningServer, connect) -> None:
-    server.state.auth.add_user("u4@x.net", "pw", "user")
+    await server.state.auth.add_user("u4@x.net", "pw", "user")
     admin = await connect(signed_in=True)
     assert await admin.call("xo.getAllObjects", {"_log": True}) == {}
     user = await connect()

@@ -16,7 +16,7 @@ import pytest
 
 from server.migrations.service import MigrationSettings
 from server.rest import REST
-from tests.helpers import wait_until
+from tests.helpers import admin_token, wait_until
 from tests.migrations.conftest import Lab, lab_on
 from tests.server.conftest import RunningServer
 from xen.sim import Simulator
@@ -39,9 +39,7 @@ def _basic(email: str, password: str) -> str:
 
 async def _token(srv: RunningServer) -> str:
     state = srv.state
-    admin = state.db.user_by_email("admin@admin.net")
-    assert admin is not None
-    return state.auth.create_token(admin)
+    return await admin_token(state)
 
 
 @contextlib.asynccontextmanager
@@ -115,7 +113,7 @@ async def test_every_way_of_authenticating_and_the_refusals(server: RunningServe
             status, body = await _status_and_json(anonymous, "GET", "/rest/v0/vms", headers=headers)
             assert status == 401 and body["code"] == 3, (headers, body)
 
-    server.state.auth.add_user("viewer@example.net", "secret", "none")
+    await server.state.auth.add_user("viewer@example.net", "secret", "none")
     async with rest_session(server, Authorization=_basic("viewer@example.net", "secret")) as s:
         status, body = await _status_and_json(s, "GET", "/rest/v0/vms")
         assert status == 403 and body == {
@@ -187,7 +185,7 @@ async def test_listings_are_hrefs_or_the_fields_asked_for(lab: Lab) -> None:
 async def test_async_migrate_answers_202_and_the_task_says_when_the_vm_moved(lab: Lab) -> None:
     vm = await lab.id_of("VM", "web-01")
     a2 = await lab.id_of("host", "a2")
-    admin = lab.server.state.db.user_by_email("admin@admin.net")
+    admin = await lab.server.state.storage.user_by_email("admin@admin.net")
     assert admin is not None
     async with rest_session(lab.server) as s:
         status, body, headers = await _migrate(s, vm, {"hostId": a2})

@@ -131,7 +131,7 @@ async def test_wrong_credentials_show_in_status(tmp_path: Path, manifest: dict[s
 
 
 async def test_server_methods_validate_and_require_admin(server, connect) -> None:
-    server.state.auth.add_user("op@x.net", "pw", "user")
+    await server.state.auth.add_user("op@x.net", "pw", "user")
     admin = await connect(signed_in=True)
     response = await admin.request("server.add", {"host": "h", "username": "root"})
     assert (

@@ -206,13 +206,13 @@ async def test_owasp_scrypt_cost_off_the_event_loop_and_old_hashes_upgraded(
     config = make_config(tmp_path)
     config.auth = dataclasses.replace(config.auth, scrypt_n=DEFAULT_SCRYPT_N)
     async with running_server(config) as srv:
-        db = srv.state.db
-        admin = db.user_by_email(ADMIN)
+        db = srv.state.storage
+        admin = await db.user_by_email(ADMIN)
         assert admin is not None and admin.pw_hash.startswith("scrypt$131072$8$1$")
         # A user stored by an older version, at N=2^14.
-        old = srv.state.auth.add_user("old@x.net", "old-pw")
+        old = await srv.state.auth.add_user("old@x.net", "old-pw")
         old.pw_hash = hash_password("old-pw", ScryptParams(n=2**14))
-        db.update_user(old)
+        await db.update_user(old)
 
         bystander = await XoClient.connect(srv.ws_url)
         user = await XoClient.connect(srv.ws_url)
@@ -226,7 +226,7 @@ async def test_owasp_scrypt_cost_off_the_event_loop_and_old_hashes_upgraded(
             lags.append(time.monotonic() - started)
         assert (await sign_in)["email"] == "old@x.net"
         assert lags and max(lags) < 0.1
-        rehashed = db.user_by_email("old@x.net")
+        rehashed = await db.user_by_email("old@x.net")
         assert rehashed is not None and rehashed.pw_hash.startswith("scrypt$131072$8$1$")
         assert rehashed.pw_hash != old.pw_hash
         await user.close()

@@ -14,6 +14,7 @@ import pytest
 
 from server.migrations.service import MigrationSettings
 from server.xapi_errors import to_wire_error
+from tests.helpers import expire_tokens, stored_bytes
 from tests.migrations.conftest import lab_on
 from tests.server.conftest import RunningServer
 from tests.server.xo_client import XoClient
@@ -139,7 +140,7 @@ async def test_user_lifecycle(server: RunningServer, connect) -> None:
         "data": {"id": user_id, "type": "user"},
     }
     # The password never reaches the database in clear.
-    db_text = (server.state.config.data_dir / "xo-migrate.db").read_bytes()
+    db_text = await stored_bytes(server.state.config.data_dir)
     assert b"new-pw" not in db_text and b"bob-pw" not in db_text
 
 
@@ -222,9 +223,7 @@ async def test_get_authentication_tokens(server: RunningServer, connect) -> None
     cli = await admin.call("token.create", {"client": {"id": "cli-1"}, "description": "xo-cli"})
     plain = await admin.call("token.create", {"expiresIn": "1 hour"})
     expired = await admin.call("token.create", {"description": "expired"})
-    server.state.db._db.execute(
-        "UPDATE tokens SET expiration = ? WHERE description = 'expired'", (time.time() - 1,)
-    )
+    await expire_tokens(server.state, time.time() - 1, "expired")
     await admin.call("user.create", {"email": "o@x.net", "password": "pw"})
     other = await signed_in_as(connect, "o@x.net", "pw")
     await other.call("token.create", {"description": "not mine"})
@@ -284,7 +283,7 @@ async def test_deleting_a_user_closes_its_connections(server: RunningServer, con
     assert await admin.call("user.delete", {"id": uid}) is True
     assert await closed_within(by_password) and await closed_within(by_token)
     assert by_password.unexpected == [] and by_token.unexpected == []
-    assert server.state.db.tokens_of(uid) == []  # its tokens went with it
+    assert await server.state.storage.tokens_of(uid) == []  # its tokens went with it
     assert await bystander.call("system.getVersion") == "0.1"
     assert await admin.call("system.getVersion") == "0.1"
     await asyncio.sleep(0.05)

@@ -22,6 +22,7 @@ import pytest
 
 from server.auth import token_hash
 from server.signin import MAX_FORM_BYTES, RETURN_COOKIE, safe_return_url
+from tests.helpers import count_tokens, expire_tokens
 from tests.server.conftest import RunningServer, make_config, running_server
 from tests.server.xo_client import XoClient
 
@@ -172,7 +173,7 @@ async def test_pages_need_a_valid_token_and_are_revalidated(web: Web) -> None:
         assert (await web.request(method, path, cookies=cookies)).status == 404, path
     assert (await web.request("POST", "/index.html")).status == 302
     # An expired token no longer opens the pages.
-    web.server.state.db._db.execute("UPDATE tokens SET expiration = ?", (time.time() - 1,))
+    await expire_tokens(web.server.state, time.time() - 1)
     assert (await web.request("GET", "/", cookies=cookies)).status == 302
 
 
@@ -248,8 +249,7 @@ async def test_signin_page_is_self_contained(web: Web) -> None:
 
 
 async def test_wrong_password_goes_back_with_the_error_and_changes_nothing(web: Web) -> None:
-    db = web.server.state.db
-    before = db._db.execute("SELECT count(*) FROM tokens").fetchone()[0]
+    before = await count_tokens(web.server.state)
     resp = await web.sign_in({"username": "admin@admin.net", "password": "wrong"})
     assert (resp.status, resp.headers["Location"]) == (303, "/signin")
     assert "token" not in set_cookies(resp)
@@ -266,7 +266,7 @@ async def test_wrong_password_goes_back_with_the_error_and_changes_nothing(web: 
         web.base + "/signin", headers={"Cookie": "xo-migrate-signin-error=<b>pwned</b>"}
     ) as page_resp:
         assert "pwned" not in await page_resp.text()
-    assert db._db.execute("SELECT count(*) FROM tokens").fetchone()[0] == before
+    assert await count_tokens(web.server.state) == before
 
 
 async def test_malformed_and_huge_forms(web: Web) -> None:
@@ -292,11 +292,11 @@ async def test_malformed_and_huge_forms(web: Web) -> None:
 
     resp = await web.request("POST", "/signin/local", data=slowly(huge), headers=_urlencoded())
     assert resp.status == 413 and "Set-Cookie" not in resp.headers
-    assert web.server.state.db._db.execute("SELECT count(*) FROM tokens").fetchone()[0] == 0
+    assert await count_tokens(web.server.state) == 0
     form = b"pad=" + b"p" * 50_000 + b"&username=admin%40admin.net&password=admin"
     resp = await web.request("POST", "/signin/local", data=slowly(form), headers=_urlencoded())
     assert (resp.status, resp.headers["Location"]) == (303, "/")  # read whole, in pieces
-    assert web.server.state.db._db.execute("SELECT count(*) FROM tokens").fetchone()[0] == 1
+    assert await count_tokens(web.server.state) == 1
 
 
 def _urlencoded() -> dict[str, str]:
@@ -312,7 +312,7 @@ async def test_sign_in_sets_the_cookies_xo_web_reads_and_the_token_works(web: We
     assert "httponly" not in raw and "expires" not in raw and "max-age" not in raw  # session
     assert "samesite=lax" in raw and "path=/" in raw and "secure" not in raw  # plain http
     assert client_id["httponly"] and int(client_id["max-age"]) >= 10 * 365 * 86400
-    rec = web.server.state.db.token(token_hash(token.value))
+    rec = await web.server.state.storage.token(token_hash(token.value))
     assert rec is not None and rec.description == UA and rec.client_id == client_id.value
     assert rec.expiration - rec.created_at == pytest.approx(10 * 3600, abs=5)
     # The token signs the WebSocket in (what xo-web does with the cookie) ...
@@ -341,7 +341,7 @@ async def test_sign_in_sets_the_cookies_xo_web_reads_and_the_token_works(web: We
 async def test_remember_me_makes_the_cookie_last_as_long_as_its_token(web: Web) -> None:
     resp = await web.sign_in({**ADMIN, "remember-me": "on"})
     jar = set_cookies(resp)
-    rec = web.server.state.db.token(token_hash(jar["token"].value))
+    rec = await web.server.state.storage.token(token_hash(jar["token"].value))
     assert rec is not None
     assert rec.expiration - rec.created_at == pytest.approx(30 * 86400, abs=5)
     expires = time.mktime(time.strptime(jar["token"]["expires"], "%a, %d %b %Y %H:%M:%S GMT"))
@@ -371,8 +371,8 @@ async def test_the_gate_remembers_the_url_and_returns_there_only_on_site(web: We
 
 async def test_signin_with_an_existing_token_and_sign_out(web: Web) -> None:
     state = web.server.state
-    user = next(u for u in [state.db.user_by_email("admin@admin.net")] if u)
-    token = state.auth.create_token(user, expires_in="2 days")
+    user = next(u for u in [await state.storage.user_by_email("admin@admin.net")] if u)
+    token = await state.auth.create_token(user, expires_in="2 days")
     resp = await web.request("GET", f"/signin?token={token}")
     assert (resp.status, resp.headers["Location"]) == (303, "/")
     cookie = set_cookies(resp)["token"]
@@ -441,15 +441,14 @@ async def test_cookies_are_secure_over_tls(tmp_path: Path) -> None:
 async def test_a_sign_in_form_posted_by_another_site_is_refused(web: Web) -> None:
     """Login CSRF: a page elsewhere must not sign the browser in as someone (an attacker's
     account, say); a form the browser posts carries the page's Origin."""
-    db = web.server.state.db
-    before = db._db.execute("SELECT count(*) FROM tokens").fetchone()[0]
+    before = await count_tokens(web.server.state)
     for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
         resp = await web.request(
             "POST", "/signin/local", data=ADMIN, headers={**_urlencoded(), **headers}
         )
         assert (resp.status, resp.headers["Location"]) == (303, "/signin")
         assert "token" not in set_cookies(resp)
-    assert db._db.execute("SELECT count(*) FROM tokens").fetchone()[0] == before
+    assert await count_tokens(web.server.state) == before
     # The page's own form (same origin) signs in.
     resp = await web.request(
         "POST", "/signin/local", data=ADMIN, headers={**_urlencoded(), "Origin": web.base}

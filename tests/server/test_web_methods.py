@@ -47,7 +47,7 @@ HEALTHY = {"vdisWithUnknownVhdParent": {}, "unhealthyVdis": {}, "nUnhealthyVdis"
 async def test_start_up_methods_answer_as_xo_server(sim: Simulator, tmp_path: Path) -> None:
     async with lab_on(sim, tmp_path, MigrationSettings()) as lab:
         info = await lab.client.call("system.getMethodsInfo")
-        lab.server.state.auth.add_user("op@x.net", "pw", "user")
+        await lab.server.state.auth.add_user("op@x.net", "pw", "user")
         user = await XoClient.connect(lab.server.ws_url)
         anonymous = await XoClient.connect(lab.server.ws_url)
         await user.sign_in("op@x.net", "pw")

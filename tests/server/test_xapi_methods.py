@@ -47,7 +47,7 @@ def sim_ref(sim: Simulator, pool: str, table: str, name: str) -> str:
 
 
 async def user_client(lab: Lab) -> XoClient:
-    lab.server.state.auth.add_user("op@x.net", "pw", "user")
+    await lab.server.state.auth.add_user("op@x.net", "pw", "user")
     client = await XoClient.connect(lab.server.ws_url)
     lab.clients.append(client)
     await client.sign_in("op@x.net", "pw")
