@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from server import datadir
-from server.storage.redis import DOWN_ERRORS, PREFIX, RedisStorage
+from server.storage.redis import DOWN_ERRORS, PREFIX, RedisStorage, check_cancel, unless_unreachable
 
 if TYPE_CHECKING:
     from server.cluster.migrations import ClusterMigrations
@@ -125,6 +125,7 @@ class Cluster:
 
     async def _publish(self) -> None:
         while True:
+            check_cancel()  # redis-py may have swallowed it
             await self._send.wait()
             self._send.clear()
             frames, self._outbox = self._outbox, []
@@ -134,24 +135,28 @@ class Cluster:
                         pipe.publish(CHANNEL, frame)
                     await pipe.execute()
             except DOWN_ERRORS:
+                check_cancel()
                 # Lost with Redis: the others catch up from the store when it is back.
                 await asyncio.sleep(0.5)
 
     async def _listen(self) -> None:
         while True:
+            check_cancel()  # redis-py may have swallowed it
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(CHANNEL)
                 self.subscribed.set()
                 while True:
+                    check_cancel()  # redis-py may have swallowed it
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
                         await self._dispatch(message["data"])
             except DOWN_ERRORS:
+                check_cancel()
                 self.subscribed.clear()
                 await asyncio.sleep(0.5)
             finally:
-                with contextlib.suppress(*DOWN_ERRORS):
+                with unless_unreachable():
                     await pubsub.aclose()
 
     async def _dispatch(self, data: str) -> None:

@@ -17,7 +17,7 @@
   their own; progress is kept monotonic by the receivers too (an adopter resumes from the
   last progress seen). Ended migrations leave the collections after `finished_visible_s`.
 - `migration.cancel` on another instance is sent to the owner (a Redis list per instance:
-  RPUSH the request, BLPOP the answer); `migration.wait` waits for the end seen anywhere.
+  RPUSH the request, poll the answer); `migration.wait` waits for the end seen anywhere.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from server import errors
-from server.storage.redis import DOWN_ERRORS, PREFIX
+from server.storage.redis import DOWN_ERRORS, PREFIX, check_cancel, unless_unreachable
 
 if TYPE_CHECKING:
     from server.cluster import Cluster
@@ -68,6 +68,7 @@ return 0
 """
 
 LEASE = PREFIX + "lease:"
+POLL_S = 0.05  # requests and answers between instances are polled this often
 
 
 class ClusterMigrations:
@@ -116,7 +117,7 @@ class ClusterMigrations:
         ids = service.live_ids()
         await service.aclose()
         if ids:
-            with contextlib.suppress(*DOWN_ERRORS):
+            with unless_unreachable():
                 await self._release([], [LEASE, self.cluster.id, *ids])
                 await self.redis.publish(
                     PREFIX + "events",
@@ -132,11 +133,13 @@ class ClusterMigrations:
 
     async def _keep_leases(self) -> None:
         while True:
+            check_cancel()  # redis-py may have swallowed it
             await asyncio.sleep(self.ttl_s / 3)
             ids = self.service.live_ids()
             try:
                 lost = await self._renew([], [LEASE, self.cluster.id, int(self.ttl_s * 1000), *ids])
             except DOWN_ERRORS:
+                check_cancel()
                 if time.monotonic() - self._last_renewal > self.ttl_s:
                     # Unreachable for a whole TTL: another instance may own them by now.
                     for migration_id in ids:
@@ -153,11 +156,12 @@ class ClusterMigrations:
 
     async def _look_for_orphans(self) -> None:
         while True:
+            check_cancel()  # redis-py may have swallowed it
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.ttl_s / 3):
                     await self._adopt_now.wait()
             self._adopt_now.clear()
-            with contextlib.suppress(*DOWN_ERRORS):
+            with unless_unreachable():
                 await self._adopt()
 
     async def _adopt(self) -> None:
@@ -230,7 +234,7 @@ class ClusterMigrations:
     async def _load_objects(self) -> None:
         """The live migrations of the other instances, as last recorded (at start, and when
         Redis is back)."""
-        with contextlib.suppress(*DOWN_ERRORS):
+        with unless_unreachable():
             for record, _request in await self.cluster.storage.active_migrations():
                 if not self.service.owns(record["id"]):
                     await self._on_object({"record": record})
@@ -239,6 +243,7 @@ class ClusterMigrations:
         """Ended migrations of other instances leave the collection, as ours do."""
         keep = self.service.settings.finished_visible_s
         while True:
+            check_cancel()  # redis-py may have swallowed it
             await asyncio.sleep(1.0)
             now = time.monotonic()
             for migration_id, ended in list(self._ended_at.items()):
@@ -252,6 +257,7 @@ class ClusterMigrations:
 
     async def wait(self, migration_id: str) -> dict[str, Any]:
         while True:
+            check_cancel()  # redis-py may have swallowed it
             m = self.service.live(migration_id)
             if m is not None:  # adopted here meanwhile
                 await m.done.wait()
@@ -273,6 +279,7 @@ class ClusterMigrations:
         """Ask the owner; wait for one (within a lease TTL) if the migration has none now."""
         deadline = time.monotonic() + self.ttl_s + 1
         while True:
+            check_cancel()  # redis-py may have swallowed it
             m = self.service.live(migration_id)
             if m is not None:
                 return await self.service.cancel(migration_id)
@@ -302,12 +309,15 @@ class ClusterMigrations:
         return dict(body["result"])
 
     async def _blpop(self, key: str, timeout: float) -> str | None:
-        """BLPOP in short steps (the client's socket timeout is shorter than a cancel)."""
+        """Pop from `key` within `timeout`: polled, not BLPOP (redis-py cannot cancel a
+        blocking command cleanly: a cancelled caller would hang until it returns)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = await self.redis.blpop([key], timeout=1)
+            check_cancel()  # redis-py may have swallowed it
+            found = await self.redis.lpop(key)
             if found is not None:
-                return str(found[1])
+                return str(found)
+            await asyncio.sleep(POLL_S)
         return None
 
     async def _serve_requests(self) -> None:
@@ -316,14 +326,17 @@ class ClusterMigrations:
         handlers: set[asyncio.Task[None]] = set()
         try:
             while True:
+                check_cancel()  # redis-py may have swallowed it
                 try:
-                    found = await self.redis.blpop([key], timeout=1)
+                    found = await self.redis.lpop(key)
                 except DOWN_ERRORS:
+                    check_cancel()
                     await asyncio.sleep(0.5)
                     continue
                 if found is None:
+                    await asyncio.sleep(POLL_S)
                     continue
-                task = asyncio.create_task(self._answer(orjson.loads(found[1])))
+                task = asyncio.create_task(self._answer(orjson.loads(found)))
                 handlers.add(task)
                 task.add_done_callback(handlers.discard)
         finally:
@@ -339,7 +352,7 @@ class ClusterMigrations:
             body = {"result": await self.service.cancel(str(request["id"]))}
         except Exception as exc:
             body = {"error": getattr(exc, "message", None) or str(exc)}
-        with contextlib.suppress(*DOWN_ERRORS):
+        with unless_unreachable():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(request["reply"], orjson.dumps(body))
                 pipe.expire(request["reply"], 60)

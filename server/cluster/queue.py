@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.storage.redis import DOWN_ERRORS, PREFIX, RedisStorage
+from server.storage.redis import DOWN_ERRORS, PREFIX, RedisStorage, check_cancel
 
 log = logging.getLogger("xo_migrate.cluster")
 
@@ -188,6 +188,7 @@ class SharedQueue:
 
     async def _work(self) -> None:
         while True:
+            check_cancel()  # redis-py may have swallowed it
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(PUMP_EVERY_S):
                     await self._wake.wait()
@@ -197,6 +198,7 @@ class SharedQueue:
                 changed = await self._apply(ops)
                 admitted = await self._pump()
             except DOWN_ERRORS as exc:
+                check_cancel()
                 # Redis lost: keep the operations, in order, for when it is back.
                 self._ops = ops + self._ops
                 log.warning("event=queue_unreachable error=%s", type(exc).__name__)

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, fields
 from typing import Any, TypeVar
 
@@ -50,6 +50,24 @@ UNREACHABLE = "the shared database (Redis) is unreachable: changes are refused u
 # Redis errors that mean "not reachable now" (anything else is a bug and propagates).
 DOWN_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 MAX_CONNECTIONS = 64
+
+
+def check_cancel() -> None:
+    """Re-raise a cancellation that redis-py turned into a connection error (it catches the
+    CancelledError of a command cut short): a cancelled loop must stop, not retry."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
+
+
+@contextlib.contextmanager
+def unless_unreachable() -> Iterator[None]:
+    """Ignore Redis being unreachable (but not a cancellation)."""
+    try:
+        yield
+    except DOWN_ERRORS:
+        check_cancel()
+
 
 _ADD_USER = """
 local owner = redis.call('GET', KEYS[1])
@@ -179,6 +197,7 @@ class RedisStorage(Storage):
         try:
             await self.redis.ping()
         except DOWN_ERRORS as exc:
+            check_cancel()
             raise StorageUnavailable(f"cannot reach Redis at {self.url}: {exc}") from None
         self._watchdog = asyncio.create_task(self._watch(), name="redis-watchdog")
 
@@ -204,10 +223,12 @@ class RedisStorage(Storage):
     async def _watch(self) -> None:
         """Ping twice a second: notice a loss between calls, and the return."""
         while True:
+            check_cancel()  # redis-py may have swallowed it
             await asyncio.sleep(0.5)
             try:
                 await self.redis.ping()
             except DOWN_ERRORS as exc:
+                check_cancel()
                 self.went_down(exc)
                 continue
             if not self._up:
@@ -217,6 +238,7 @@ class RedisStorage(Storage):
                     try:
                         await listener()
                     except DOWN_ERRORS as exc:
+                        check_cancel()
                         self.went_down(exc)
                         break
 
@@ -225,6 +247,7 @@ class RedisStorage(Storage):
         try:
             value = await fetch()
         except DOWN_ERRORS as exc:
+            check_cancel()
             self.went_down(exc)
             if key in self._copy:
                 return self._copy[key]  # type: ignore[no-any-return]
@@ -238,6 +261,7 @@ class RedisStorage(Storage):
         try:
             return await write()
         except DOWN_ERRORS as exc:
+            check_cancel()
             self.went_down(exc)
             raise StorageUnavailable(UNREACHABLE) from None
 
@@ -556,6 +580,6 @@ class RedisStorage(Storage):
 async def flush_all(url: str) -> None:
     """Empty the database of `url` (tests)."""
     client = aioredis.Redis.from_url(url)
-    with contextlib.suppress(*DOWN_ERRORS):
+    with unless_unreachable():
         await client.flushdb()
     await client.aclose()
