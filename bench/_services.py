@@ -57,14 +57,20 @@ class ServerService:
     """xo-migrate's aiohttp app on 127.0.0.1:<ephemeral>, connected to the given pools."""
 
     def __init__(
-        self, pools: list[dict[str, Any]] | None = None, migration: dict[str, Any] | None = None
+        self,
+        pools: list[dict[str, Any]] | None = None,
+        migration: dict[str, Any] | None = None,
+        database: str = "",
+        data_dir: str = "",
     ) -> None:
         self._pools = pools or []
         self._migration = migration or {}
+        self._database = database  # [database] url: "" is SQLite, else a Redis cluster
         self._lag = LagMonitor()
         self._runner: Any = None
         self._app: Any = None
-        self._dir = Path(tempfile.mkdtemp(prefix="xo-bench-"))
+        self._own_dir = not data_dir  # instances of a cluster share theirs (secret.key)
+        self._dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="xo-bench-"))
 
     async def start(self) -> dict[str, Any]:
 
@@ -74,6 +80,7 @@ class ServerService:
         from server.gc_tuning import tune_for_server
         from server.guard import ConnectionLimits, GuardedSite, make_runner
         from server.migrations.service import MigrationSettings
+        from server.storage import DatabaseSettings
 
         raise_fd_limit()
         tune_for_server()  # as `xo-migrate serve` does
@@ -87,6 +94,7 @@ class ServerService:
             # Every check on, as `xo-migrate serve`; only the per-address cap is raised: all
             # the load comes from one address (1000 clients for fanout).
             connections=ConnectionLimits(max_connections_per_address=4096, backlog=4096),
+            database=DatabaseSettings(url=self._database),
         )
         self._app = build_app(config)
         self._state = self._app[STATE]
@@ -136,7 +144,8 @@ class ServerService:
         await self._lag.stop()
         if self._runner is not None:
             await self._runner.cleanup()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self._own_dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
 
 class BareService:

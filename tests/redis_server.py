@@ -24,6 +24,10 @@ REDIS_MISSING = (
 )
 
 
+# url -> its redis-server, for the tests that stop it for a while (SIGSTOP / SIGCONT).
+PROCESSES: dict[str, subprocess.Popen[bytes]] = {}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -80,9 +84,12 @@ def redis_server() -> Iterator[str]:
             raise RuntimeError(
                 "redis-server did not start: " + (Path(tmp) / "redis.log").read_text()
             )
+        url = f"redis://127.0.0.1:{port}/0"
+        PROCESSES[url] = proc
         try:
-            yield f"redis://127.0.0.1:{port}/0"
+            yield url
         finally:
+            PROCESSES.pop(url, None)
             proc.terminate()
             try:
                 proc.wait(5)

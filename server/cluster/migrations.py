@@ -194,8 +194,11 @@ class ClusterMigrations:
             )
             self._seen.pop(migration_id, None)
             queue = self.service.queue
-            if record["status"] == "queued" and hasattr(queue, "drop"):
-                queue.drop(migration_id)  # its ticket was its owner's: queued again below
+            if record["status"] == "queued":
+                if hasattr(queue, "drop"):
+                    queue.drop(migration_id)  # its ticket was its owner's: queued again below
+                # Queued again under a new id: its old object must not hold the VM.
+                self.service.store.remove(migration_id)
             self.service.recovery.take_over(record, request)
 
     # -- objects ---------------------------------------------------------------------------

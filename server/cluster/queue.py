@@ -63,7 +63,7 @@ for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   line[#line + 1] = id
   line[#line + 1] = redis.call('HGET', KEYS[2], id)
 end
-return {#admitted, line, redis.call('HKEYS', KEYS[3])}
+return {#admitted, line, redis.call('HGETALL', KEYS[3])}
 """
 
 WAIT, TICKET, RUN, PAUSED = (PREFIX + k for k in ("q:wait", "q:ticket", "q:run", "q:paused"))
@@ -101,6 +101,7 @@ class SharedQueue:
         self._mine: dict[str, _Ticket] = {}  # this instance's waiting tickets
         self._line: list[tuple[str, str]] = []  # (id, pool) of the whole line, in order
         self._running: set[str] = set()
+        self._slots: dict[str, tuple[str, ...]] = {}  # every instance's: id -> (pool, host)
         self._ops: list[tuple[str, Any]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -119,6 +120,13 @@ class SharedQueue:
 
     # -- AdmissionQueue's interface ------------------------------------------------------------
 
+    def running_in_pool(self, pool: str) -> int:
+        """Slots taken in `pool` by every instance (as of the last pump)."""
+        return sum(1 for slot in self._slots.values() if slot[0] == pool)
+
+    def running_on_host(self, host: str) -> int:
+        return sum(1 for slot in self._slots.values() if slot[-1] == host)
+
     def holds(self, key: str) -> bool:
         return key in self._running
 
@@ -131,7 +139,10 @@ class SharedQueue:
     async def acquire(self, key: str, pool: str, host: str, group: str | None = None) -> None:
         ticket = _Ticket(key, pool, host, group)
         self._mine[key] = ticket
+        self._line.append((key, pool))  # its place at once; the next pump corrects it
         self._do("enter", ticket)
+        if self.on_change is not None:
+            self.on_change()
         try:
             await asyncio.shield(ticket.admitted)
         except asyncio.CancelledError:
@@ -237,7 +248,10 @@ class SharedQueue:
             [WAIT, TICKET, RUN, PAUSED], [self.per_pool, self.per_host, PREFIX + "lease:"]
         )
         self._line = [(line[i], str(line[i + 1]).split("|", 1)[0]) for i in range(0, len(line), 2)]
-        slots = set(running)
+        self._slots = {
+            running[i]: tuple(str(running[i + 1]).split("|", 1)) for i in range(0, len(running), 2)
+        }
+        slots = self._slots
         for key, ticket in list(self._mine.items()):
             if key in slots and not ticket.admitted.done():
                 self._running.add(key)

@@ -243,7 +243,10 @@ class RedisStorage(Storage):
                         break
 
     async def _read(self, key: tuple[str, ...], fetch: Callable[[], Awaitable[T]]) -> T:
-        """A read from Redis, kept; from the kept copy while Redis cannot be reached."""
+        """A read from Redis, kept; from the kept copy while Redis cannot be reached (without
+        trying it: the watchdog says when it is back)."""
+        if not self._up and key in self._copy:
+            return self._copy[key]  # type: ignore[no-any-return]
         try:
             value = await fetch()
         except DOWN_ERRORS as exc:

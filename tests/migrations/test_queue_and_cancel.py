@@ -29,7 +29,8 @@ async def test_cancel_while_queued_removes_it_from_the_queue(lab: Lab) -> None:
     second = await lab.client.call(
         "migration.start", {"vm": await lab.id_of("VM", "web-02"), "targetHost": b1}
     )
-    queued = await record(lab, second)
+    # Its place shows as soon as it is in the line (in a cluster: once Redis has it).
+    queued = await wait_record(lab, second, lambda r: r["queuePosition"] == 1, 10)
     assert queued["status"] == "queued" and queued["queuePosition"] == 1
     assert await lab.client.call("migration.cancel", {"id": second}) == {
         "cancelled": True,
