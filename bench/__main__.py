@@ -36,6 +36,7 @@ ORDER = (
     "batch",
     "conn_memory",
     "sim_throughput",
+    "cluster",
 )
 TIME_LIMIT_S = {
     "rpc": 60,
@@ -45,6 +46,7 @@ TIME_LIMIT_S = {
     "large_pools": 150,
     "batch": 90,
     "sim_throughput": 60,
+    "cluster": 150,
 }
 DEFAULT_LIMIT_S = 60
 
