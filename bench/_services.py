@@ -225,6 +225,11 @@ class SimService:
         for p in self.sim.pools:
             p.reset_stats()
 
+    async def set_event_batch_delay(self, seconds: float) -> None:
+        """xapi holds an event.from answer 50 ms to batch a burst; 0 measures the rest."""
+        for p in self.sim.pools:
+            p.event_batch_delay_s = seconds
+
     async def rename(self, pool: int, name: str, new_name: str) -> None:
         """Rename the VM named `name` of the `pool`-th pool (a change for event.from)."""
         db = self.sim.pools[pool].db
