@@ -87,11 +87,13 @@ async def _measure(pools: int) -> list[dict[str, Any]]:
     ):
         pid = server.info["pid"]
         cpu_before = cpu_seconds(pid)
+        await server.call("lag_reset")
         async with _Peak(pid) as peak:
             started = time.monotonic()
             await asyncio.gather(*(server.call("add_pool", p, 600) for p in sim.info["pools"]))
             sync_s = time.monotonic() - started
         sync_cpu = cpu_seconds(pid) - cpu_before
+        sync_lag = await server.call("stats")
         await asyncio.sleep(QUIET_S)
         rss_after = (await server.call("stats"))["rss_kib"] / 1024
 
@@ -162,6 +164,7 @@ async def _measure(pools: int) -> list[dict[str, Any]]:
     rows = [
         row(f"{tag}: initial sync", sync_s, "s", digits=1),
         row(f"{tag}: server CPU during sync", sync_cpu, "s", digits=1),
+        row(f"{tag}: event-loop lag max during sync", sync_lag["lag_max_ms"], "ms", digits=0),
         row(f"{tag}: server RSS peak", peak.kib / 1024, "MiB", digits=0),
         row(f"{tag}: server RSS {QUIET_S:.0f} s after sync", rss_after, "MiB", digits=0),
         row(f"{tag}: bytes of one VM object", one_vm, "B", digits=0),
