@@ -283,6 +283,11 @@ async def _run() -> list[dict[str, Any]]:
             1.5,
             "<=",
         ),
+        row(
+            f"{mixed_tag}: same ratio per socket served",
+            (_ms(mixed, 50) / receivers) / (_ms(server, 50) / CLIENTS),
+            "x",
+        ),
         row(f"{mixed_tag}: frames to users who may not see them", strays, "frames", 0, "<="),
     ]
 
