@@ -229,6 +229,7 @@ class AccessControl:
         group = self.group(group_id)
         self._db.rename_group(group_id, name)
         group.name = name
+        log.info("event=group_renamed group=%s", group_id)
 
     def delete_group(self, group_id: str) -> list[str]:
         """Delete the group and its entries; its former members' ids."""

@@ -80,7 +80,8 @@ class Views:
     # -- reads -------------------------------------------------------------------------------
 
     def visible_ids(self, user: User) -> Collection[str] | None:
-        """The ids `user` may view (as of the last flush); None for an admin: all."""
+        """The ids `user` may view (as of the last flush); None for an admin: all. A user
+        with signed-in connections gets its group's live set: read it, do not keep it."""
         if user.is_admin:
             return None
         group = self._groups.get(user.id)
@@ -126,9 +127,8 @@ class Views:
     def can_see_record(self, user: User, record: dict[str, Any], obj_type: str) -> bool:
         """A migration (or batch) record, live or from the history: its owner sees it, and
         those who may view its VM."""
-        obj = {"id": record["id"], "type": obj_type, "vm": record.get("vm")}
-        obj["user"] = record.get("user")
-        return self.can(user, obj)
+        rule_fields = {"id": record["id"], "type": obj_type}  # what acl_rules reads of it
+        return self.can(user, rule_fields | {"vm": record.get("vm"), "user": record.get("user")})
 
     def can_cancel(self, user: User, record: dict[str, Any]) -> bool:
         """A migration: its owner cancels it, and those who may administrate its VM."""
