@@ -27,6 +27,7 @@ from aiohttp import web
 
 import api
 from server import datadir
+from server.acls import AccessControl
 from server.auth import Authenticator
 from server.config import ServerConfig
 from server.credentials import CredentialCipher
@@ -43,6 +44,7 @@ from server.rest import register as register_rest
 from server.signin import WebSignIn
 from server.state import ServerState
 from server.static import StaticFiles
+from server.views import Views
 from server.websocket import close_anonymous, handle_api_socket
 from xen.store import ObjectStore
 
@@ -73,12 +75,18 @@ def build_state(config: ServerConfig, store: ObjectStore | None = None) -> Serve
     if new_secret:
         datadir.keep_secret(config.data_dir, secret)
     store = store if store is not None else ObjectStore(config.push_min_interval_s)
+    acl = AccessControl(db, config.limits)
+    views = Views(store, acl)
     return ServerState(
         config=config,
         store=store,
         db=db,
         auth=Authenticator(db, config.data_dir, config.auth),
-        push=PushHub(store, max_frames=config.push_max_frames, max_objects=config.push_max_objects),
+        acl=acl,
+        views=views,
+        push=PushHub(
+            store, views, max_frames=config.push_max_frames, max_objects=config.push_max_objects
+        ),
         registry=api.build_registry(),
         oneshot=OneShotUrls(),
     )

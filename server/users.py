@@ -7,7 +7,9 @@
   admin or changed by the user) deletes the user's tokens and closes its other connections:
   whoever held the old password or a token is out.
 - A connection holds its user object; after an update the user's connections get the new one,
-  so a permission change applies from their next call (xo-server reloads the user per call).
+  so a permission change applies from their next call (xo-server reloads the user per call),
+  and to what the push hub sends them. Deleting a user deletes its group memberships and ACL
+  entries too (xo-server).
 """
 
 from __future__ import annotations
@@ -94,9 +96,7 @@ async def update_user(
             )
         user.preferences = merged
     state.db.update_user(user)
-    for conn in state.connections:
-        if conn.user is not None and conn.user.id == user.id:
-            conn.user = user
+    _replace_user(state, user)
     log.info(
         "event=user_updated user=%s email=%s permission=%s password_changed=%s",
         user.id,
@@ -107,6 +107,23 @@ async def update_user(
     if pw_hash is not None:
         await _end_sessions(state, user.id, keep=caller)
     return user
+
+
+def _replace_user(state: ServerState, user: User) -> None:
+    """The user's connections hold its new record; a new permission moves them in the push
+    hub (an admin sees everything, others what their ACLs let them view)."""
+    for conn in state.connections:
+        if conn.user is not None and conn.user.id == user.id:
+            conn.user = user
+            state.push.regroup(conn)
+
+
+def reload_users(state: ServerState, user_ids: Collection[str]) -> None:
+    """Their groups changed: their connections hold their records as stored now."""
+    for user_id in user_ids:
+        user = state.db.user_by_id(user_id)
+        if user is not None:
+            _replace_user(state, user)
 
 
 async def _end_sessions(state: ServerState, user_id: str, *, keep: Connection | None) -> None:
@@ -131,7 +148,8 @@ async def change_password(
 
 async def delete_user(state: ServerState, user_id: str, *, caller: Connection) -> None:
     get_user(state, user_id)
-    state.db.delete_user(user_id)
+    state.db.delete_user(user_id)  # its tokens, memberships and ACL entries too
+    state.acl.forget_user(user_id)
     closed = await close_connections(
         state, lambda c: c.user is not None and c.user.id == user_id, caller=caller
     )
