@@ -24,7 +24,7 @@ What xo-web's host pages ask:
 - `host.stats {host, granularity?}`: xen/stats.py.
 
 Objects are resolved with xo-server's permissions ("view", or "administrate" for
-getBiosInfo and isHyperThreadingEnabled): without ACLs only admins pass.
+getBiosInfo and isHyperThreadingEnabled), which a non-admin holds through its ACLs.
 """
 
 from __future__ import annotations
@@ -145,6 +145,9 @@ METHODS = [
         "host.setMaintenanceMode",
         set_maintenance_mode,
         MaintenanceParams,
+        # Admins only (xo-server: `administrate` on the host): the evacuation places VMs on
+        # any host of the pool, which the caller's ACLs need not cover.
+        permission="admin",
         resolve={"host": ("id", "host")},
         description="manage the maintenance mode",
     ),

@@ -3,25 +3,44 @@
 Each migration is also an object of type `migration` in the live collection, pushed through
 `all` notifications while it lives (status, phase, monotonic progress, bytes, rate, ETA, queue
 position, XAPI task, error with a hint) and kept in SQLite afterwards.
+
+Who may do what (admins: everything):
+- `migration.plan` needs `view` on the objects it names, `migration.start` what `vm.migrate`
+  needs (`administrate` on the VM, the target host, the migration network, the SRs and
+  networks of the maps);
+- a migration is seen (`migration.get`, `.wait`, `.getAll`, the collection) by the user who
+  started it and by those who may view its VM; it is cancelled by the user who started it or
+  one who may administrate its VM;
+- batches (`migration.batch`, `migration.evacuate`) are for admins: a batch places VMs on
+  hosts of its choosing, which the caller's ACLs need not cover. A batch is seen and
+  controlled by admins and by the user who started it;
+- a migration or batch a user may not see gets the same answer as one that does not exist:
+  code 2 naming it and the permission.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from pydantic import Field
 
-from api.registry import OPTIONAL, Call, Method, XoParams
+from api.registry import OPTIONAL, Call, Method, ResolveSpec, XoParams
 from api.vm import MIGRATE_RESOLVE, MigrateParams, service
 from server import errors
+from server.db import User
 from server.migrations.batches import BatchService
 from server.migrations.connections import PoolConnections
 from server.migrations.maintenance import HostMaintenance
 from server.migrations.placement import MoveAsk, MoveOptions
 from server.migrations.service import MigrationService
 from xen.store import ObjectStore
+
+# migration.plan changes nothing: seeing the objects it names is enough.
+PLAN_RESOLVE: ResolveSpec = {
+    key: (spec[0], spec[1], "view", *spec[3:]) for key, spec in MIGRATE_RESOLVE.items()
+}
 
 
 async def plan(call: Call, params: MigrateParams) -> dict[str, Any]:
@@ -43,8 +62,40 @@ class IdParams(XoParams):
     id: str
 
 
+def _me(call: Call) -> User:
+    user = call.user
+    assert user is not None  # every method here needs a signed-in caller
+    return user
+
+
+async def seen_record(
+    call: Call,
+    lookup: Callable[[str], Awaitable[dict[str, Any]]],
+    record_id: str,
+    obj_type: str,
+    permission: str,
+) -> dict[str, Any]:
+    """The record, for a caller who may see it; code 2 (`permission`) for one who may not,
+    whether it exists or not. Admins get code 1 for an unknown id."""
+    fetched: dict[str, Any] | errors.XoError
+    try:
+        fetched = await lookup(record_id)  # from the store: read before the rules decide
+    except errors.XoError as exc:
+        fetched = exc
+
+    def known(_record_id: str) -> dict[str, Any]:
+        if isinstance(fetched, errors.XoError):
+            raise fetched
+        return fetched
+
+    record = call.state.views.record_for(_me(call), known, record_id, obj_type)
+    if record is None:
+        raise errors.unauthorized(permission, record_id, obj_type)
+    return record
+
+
 async def get(call: Call, params: IdParams) -> dict[str, Any]:
-    return await service(call).get(params.id)
+    return await seen_record(call, service(call).get, params.id, "migration", "view")
 
 
 class GetAllParams(XoParams):
@@ -52,26 +103,46 @@ class GetAllParams(XoParams):
     limit: Annotated[int, Field(ge=0, le=1_000_000)] = OPTIONAL
 
 
+# How many of the newest records a non-admin's listing looks through (the default history
+# keeps 1000 migrations).
+NON_ADMIN_SCAN = 1000
+
+
+async def visible_records(
+    call: Call, fetch: Callable[[int], Awaitable[list[dict[str, Any]]]], limit: int, obj_type: str
+) -> list[dict[str, Any]]:
+    """The `limit` newest records the caller may see."""
+    if _me(call).is_admin:
+        return await fetch(limit)
+    views, user = call.state.views, _me(call)
+    records = await fetch(max(limit, NON_ADMIN_SCAN))
+    seen = [r for r in records if views.can_see_record(user, r, obj_type)]
+    return seen[:limit]
+
+
 async def get_all(call: Call, params: GetAllParams) -> list[dict[str, Any]]:
-    return await service(call).all(params.limit if params.limit is not None else 100)
+    limit = params.limit if params.limit is not None else 100
+    return await visible_records(call, service(call).all, limit, "migration")
 
 
 def admin_or_owner(call: Call, record: dict[str, Any], obj_type: str) -> None:
-    """Anyone signed in may watch migrations and batches (as xo.getAllObjects shows
-    everything), but only an admin or the user who started one may act on it."""
-    user = call.user
-    if user is None or not (user.is_admin or record.get("user") == user.id):
+    """Only an admin or the user who started it may act on a batch."""
+    user = _me(call)
+    if not (user.is_admin or record.get("user") == user.id):
         raise errors.unauthorized("administrate", record["id"], obj_type)
 
 
 async def cancel(call: Call, params: IdParams) -> dict[str, Any]:
     migrations = service(call)
-    admin_or_owner(call, await migrations.get(params.id), "migration")  # code 1 when unknown
+    record = await seen_record(call, migrations.get, params.id, "migration", "administrate")
+    if not call.state.views.can_cancel(_me(call), record):
+        raise errors.unauthorized("administrate", params.id, "migration")
     return await migrations.cancel(params.id)
 
 
 async def wait(call: Call, params: IdParams) -> dict[str, Any]:
     migrations = service(call)
+    await seen_record(call, migrations.get, params.id, "migration", "view")
     return await migrations.wait(params.id)
 
 
@@ -172,15 +243,16 @@ async def evacuate(call: Call, params: EvacuateParams) -> dict[str, Any]:
 
 
 async def batch_get(call: Call, params: IdParams) -> dict[str, Any]:
-    return await batches(call).get(params.id)
+    return await seen_record(call, batches(call).get, params.id, "migrationBatch", "view")
 
 
 async def batch_get_all(call: Call, params: GetAllParams) -> list[dict[str, Any]]:
-    return await batches(call).all(params.limit if params.limit is not None else 50)
+    limit = params.limit if params.limit is not None else 50
+    return await visible_records(call, batches(call).all, limit, "migrationBatch")
 
 
 async def _may_control(call: Call, batch_id: str) -> None:
-    record = await batches(call).get(batch_id)  # code 1 when unknown
+    record = await seen_record(call, batches(call).get, batch_id, "migrationBatch", "administrate")
     admin_or_owner(call, record, "migrationBatch")
 
 
@@ -200,6 +272,7 @@ async def batch_cancel(call: Call, params: IdParams) -> dict[str, Any]:
 
 
 async def batch_wait(call: Call, params: IdParams) -> dict[str, Any]:
+    await seen_record(call, batches(call).get, params.id, "migrationBatch", "view")
     return await batches(call).wait(params.id)
 
 
@@ -208,7 +281,7 @@ METHODS = [
         "migration.plan",
         plan,
         MigrateParams,
-        resolve=MIGRATE_RESOLVE,
+        resolve=PLAN_RESOLVE,
         description="Dry run of vm.migrate: the mode, every disk's target SR and every network "
         "card's network with the reason each was chosen, bytes to move, free space, the memory "
         "check and XAPI's VM.assert_can_migrate verdict. Changes nothing.",
@@ -244,6 +317,7 @@ METHODS = [
         "migration.evacuate",
         evacuate,
         EvacuateParams,
+        permission="admin",
         resolve={"host": ("host", "host"), "pool": ("targetPool", "pool")},
         description="Move every running VM off a host: to the other hosts of its pool, or to "
         "the hosts of targetPool (within targets if given). Plans every VM first (target "

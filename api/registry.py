@@ -33,9 +33,12 @@ Permissions: `PUBLIC` (None, no sign-in; xo-server `permission = null`), `SIGNED
 signed-in user; xo-server leaves `permission` undefined), or a level: "read" < "write" <
 "admin". `resolve` maps a key of `call.objects` to `(param name, XO type or types)` or
 `(param name, types, permission on the object)`: "administrate" when not given, as in
-xo-server ("view", "operate", or None for no check). The dispatcher answers
-`no such <type> <id>` (code 1) when the object is missing; a non-admin, who holds no right on
-any object without ACLs, gets code 2 naming the first object checked and its permission.
+xo-server ("view", "operate", or None for no check); a fourth member `EACH_VALUE` says the
+param is an object whose values are the ids (`mapVdisSrs`: every SR), and `call.objects[key]`
+is then `{param key: object}`. Admins pass every check and get `no such <type> <id>` (code 1)
+for a missing object. Others need the permission through their ACLs (server/access.py);
+code 2 names the object and the permission, and is also the answer for an object they may
+not view, whether it exists or not.
 """
 
 from __future__ import annotations
@@ -89,9 +92,13 @@ class NoParams(XoParams):
 Handler = Callable[..., Any]
 ObjectTypes = str | tuple[str, ...]
 ResolveSpec = Mapping[
-    str, tuple[str, ObjectTypes] | tuple[str, ObjectTypes, str | None]
-]  # key -> (param, types[, permission on the object, default "administrate"])
+    str,
+    tuple[str, ObjectTypes]
+    | tuple[str, ObjectTypes, str | None]
+    | tuple[str, ObjectTypes, str | None, str],
+]  # key -> (param, types[, permission on the object, default "administrate"[, EACH_VALUE]])
 DEFAULT_OBJECT_PERMISSION = "administrate"
+EACH_VALUE = "each value"  # the param is {key: id}: every value is resolved and checked
 
 
 @dataclass(slots=True)

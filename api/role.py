@@ -1,17 +1,12 @@
 """role.*: the roles an ACL entry grants (xo-server api/role.mjs and the acls mixin): xo-server's
-three fixed roles, each with the object permissions it holds."""
+three fixed roles, each with the object permissions it holds (server/acls.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from api.registry import Call, Method, XoParams
-
-ROLES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("viewer", "Viewer", ("view",)),
-    ("operator", "Operator", ("view", "operate")),
-    ("admin", "Admin", ("view", "operate", "administrate")),
-)
+from server.acls import ROLES
 
 
 def get_all(call: Call, params: XoParams) -> list[dict[str, Any]]:

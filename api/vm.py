@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import Field
 
-from api.registry import OPTIONAL, Call, Method, XoParams
+from api.registry import EACH_VALUE, OPTIONAL, Call, Method, ResolveSpec, XoParams
 from api.xapi_call import connection_of
 from server.migrations.plan import MigrationRequest
 from server.migrations.service import MigrationService
@@ -133,10 +133,16 @@ def get_ha_values(call: Call, params: XoParams) -> list[str]:
     return list(HA_VALUES)
 
 
-MIGRATE_RESOLVE = {
+# xo-server's: `administrate` on the VM, the target host, the migration network and every SR
+# and network the maps name. Beyond xo-server, `sr` (which it only looks up) needs `view`: a
+# user cannot send disks to an SR it cannot see (xo-web only offers those).
+MIGRATE_RESOLVE: ResolveSpec = {
     "vm": ("vm", "VM"),
     "host": ("targetHost", "host"),
     "migrationNetwork": ("migrationNetwork", "network"),
+    "sr": ("sr", "SR", "view"),
+    "mapVdisSrs": ("mapVdisSrs", "SR", "administrate", EACH_VALUE),
+    "mapVifsNetworks": ("mapVifsNetworks", "network", "administrate", EACH_VALUE),
 }
 
 METHODS = [

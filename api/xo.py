@@ -1,16 +1,24 @@
-"""xo.*: the object collection snapshot (xo-server api/xo.mjs)."""
+"""xo.*: the object collection snapshot (xo-server api/xo.mjs).
+
+xo-server returns every object to every signed-in user; xo-migrate returns a non-admin only the
+objects it may view (its ACLs, through containers: server/views.py), as it pushes them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
 from api.registry import OPTIONAL, Call, Method, XoParams
+from server.db import User
 from server.limits import InputLimits, invalid_value
 from server.matching import FilterError, compile_string_filter, matches
+
+if TYPE_CHECKING:
+    from server.state import ServerState
 
 
 class GetAllObjectsParams(XoParams):
@@ -49,29 +57,43 @@ def _select(
 
 
 def get_all_objects(call: Call, params: GetAllObjectsParams) -> Any:
-    store = call.state.store
-    limits = call.state.config.limits
+    user = call.user
+    assert user is not None  # signed in
     if params.ndjson:
-        _predicate(params.filter, limits)  # a bad filter is refused now, not at fetch time
-        assert call.user is not None  # signed in
+        _predicate(params.filter, call.state.config.limits)  # refused now, not at fetch time
         url = call.state.oneshot.register(
-            _ndjson_producer(call, params),
+            _ndjson_producer(call.state, user, params),
             ".ndjson",
-            owner=call.user.id,
-            quota=limits.max_downloads_per_user,
+            owner=user.id,
+            quota=call.state.config.limits.max_downloads_per_user,
         )
         return {"$getFrom": url}
-    if params.filter is None and params.limit is None:
-        return store.all()  # serialized as is: no copy
+    return _objects(call.state, user, params)
+
+
+def _objects(state: ServerState, user: User, params: GetAllObjectsParams) -> dict[str, Any]:
+    """What `user` may view (everything for an admin, server/views.py), filtered."""
+    store, limits = state.store, state.config.limits
+    obj_type = None
     if isinstance(params.filter, dict) and isinstance(params.filter.get("type"), str):
-        return _select(store.by_type(params.filter["type"]), params, limits)
-    return _select(store.all().values(), params, limits)
+        obj_type = params.filter["type"]
+    if user.is_admin:
+        if params.filter is None and params.limit is None:
+            return store.all()  # serialized as is: no copy
+        if obj_type is not None:
+            return _select(store.by_type(obj_type), params, limits)
+        return _select(store.all().values(), params, limits)
+    return _select(state.views.visible_objects(user, obj_type), params, limits)
 
 
-def _ndjson_producer(call: Call, params: GetAllObjectsParams) -> Any:
+def _ndjson_producer(state: ServerState, user: User, params: GetAllObjectsParams) -> Any:
     async def produce(request: web.Request) -> web.StreamResponse:
-        # Taken at fetch time, as xo-server streams the collection when the URL is read.
-        objects = get_all_objects(call, params.model_copy(update={"ndjson": False}))
+        # Taken at fetch time, as xo-server streams the collection when the URL is read; with
+        # the rights of the user who asked for it, as they are then.
+        current = await state.storage.user_by_id(user.id)
+        if current is None:
+            raise web.HTTPNotFound()
+        objects = _objects(state, current, params)
         body = b"".join(orjson.dumps(obj) + b"\n" for obj in objects.values())
         return web.Response(body=body, content_type="application/json")
 

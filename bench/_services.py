@@ -125,6 +125,22 @@ class ServerService:
         await conn.wait_ready(timeout)
         return time.monotonic() - start
 
+    async def add_users(self, grants: list[list[list[str]]]) -> list[str]:
+        """Non-admin users, one per item of `grants` (its ACL entries, [object id, role]
+        each), without passwords (a password hash costs most of a second): a token each."""
+        import uuid
+
+        from server.db import User
+
+        tokens = []
+        for i, entries in enumerate(grants):
+            user = User(str(uuid.uuid4()), f"bench-{i}@example.net", "!", "none")
+            self._state.db.add_user(user)
+            for obj, role in entries:
+                self._state.acl.add(user.id, obj, role)
+            tokens.append(self._state.auth.create_token(user, description="bench"))
+        return tokens
+
     async def stats(self, collect: bool = False) -> dict[str, Any]:
         if collect:
             gc.collect()
@@ -233,6 +249,11 @@ class SimService:
     async def reset_stats(self) -> None:
         for p in self.sim.pools:
             p.reset_stats()
+
+    async def set_event_batch_delay(self, seconds: float) -> None:
+        """xapi holds an event.from answer 50 ms to batch a burst; 0 measures the rest."""
+        for p in self.sim.pools:
+            p.event_batch_delay_s = seconds
 
     async def rename(self, pool: int, name: str, new_name: str) -> None:
         """Rename the VM named `name` of the `pool`-th pool (a change for event.from)."""

@@ -27,6 +27,7 @@ from aiohttp import web
 
 import api
 from server import datadir
+from server.acls import AccessControl
 from server.auth import Authenticator
 from server.cluster import cluster_of
 from server.config import ServerConfig
@@ -47,6 +48,7 @@ from server.static import StaticFiles
 from server.storage import Storage, StorageUnavailable, sqlite_path
 from server.storage.redis import RedisStorage
 from server.storage.sqlite import SqliteStorage
+from server.views import Views
 from server.websocket import close_anonymous, handle_api_socket
 from xen.store import ObjectStore
 
@@ -70,12 +72,18 @@ def build_state(config: ServerConfig, store: ObjectStore | None = None) -> Serve
     """Raises DataDirError (one line) when the data dir is unusable (server/datadir.py)."""
     storage, secret, new_secret = open_storage(config)
     store = store if store is not None else ObjectStore(config.push_min_interval_s)
+    acl = AccessControl(storage, config.limits)  # loaded at start (_lifespan)
+    views = Views(store, acl)
     return ServerState(
         config=config,
         store=store,
         storage=storage,
         auth=Authenticator(storage, secret, config.auth),
-        push=PushHub(store, max_frames=config.push_max_frames, max_objects=config.push_max_objects),
+        acl=acl,
+        views=views,
+        push=PushHub(
+            store, views, max_frames=config.push_max_frames, max_objects=config.push_max_objects
+        ),
         registry=api.build_registry(),
         oneshot=OneShotUrls(),
         secret=secret,
@@ -133,6 +141,7 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
             raise datadir.DataDirError(str(exc)) from None
         if state.storage.shared:
             state.cluster = await stack.enter_async_context(cluster_of(state))
+        await state.acl.load()
         await state.auth.ensure_default_admin()
         # Expired tokens only ever fail sign-in; nothing else removes them, so purge at start.
         await state.storage.delete_expired_tokens(time.time())

@@ -1,4 +1,4 @@
-"""SQLite persistence: users, authentication tokens, pools ("servers").
+"""SQLite persistence: users, authentication tokens, pools ("servers"), groups and ACLs.
 
 One file, `<data dir>/xo-migrate.db`, WAL mode. Statements are small and indexed, so they run on
 the event loop thread (sub-millisecond); the expensive part of a sign-in, password hashing,
@@ -11,11 +11,13 @@ versions are encrypted when the database is opened.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,26 @@ CREATE TABLE IF NOT EXISTS tokens (
     last_uses TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS tokens_user ON tokens(user_id);
+CREATE TABLE IF NOT EXISTS groups (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS group_users (
+    group_id TEXT NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    PRIMARY KEY (group_id, user_id)
+);
+CREATE INDEX IF NOT EXISTS group_users_user ON group_users(user_id);
+CREATE TABLE IF NOT EXISTS acls (
+    id TEXT PRIMARY KEY,
+    subject TEXT NOT NULL,
+    object TEXT NOT NULL,
+    action TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS acls_subject ON acls(subject);
+CREATE INDEX IF NOT EXISTS acls_object ON acls(object);
 CREATE TABLE IF NOT EXISTS servers (
     id TEXT PRIMARY KEY,
     url TEXT NOT NULL,
@@ -120,6 +142,34 @@ class TokenRecord:
 
 
 @dataclass(slots=True)
+class GroupRecord:
+    id: str
+    name: str
+    users: list[str] = field(default_factory=list)
+
+    def public(self) -> dict[str, Any]:
+        """xo-server's group object (group.getAll)."""
+        return {"id": self.id, "name": self.name, "users": list(self.users)}
+
+
+@dataclass(frozen=True, slots=True)
+class AclRecord:
+    id: str
+    subject: str  # a user or group id
+    object: str  # an XO object id
+    action: str  # a role id (or a permission)
+
+    def public(self) -> dict[str, Any]:
+        """xo-server's ACL entry (acl.get)."""
+        return {
+            "id": self.id,
+            "subject": self.subject,
+            "object": self.object,
+            "action": self.action,
+        }
+
+
+@dataclass(slots=True)
 class ServerRecord:
     id: str
     url: str
@@ -184,6 +234,17 @@ class Database:
     def close(self) -> None:
         self._db.close()
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction (the connection autocommits each statement otherwise)."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     # -- users -------------------------------------------------------------------------------
 
     def count_users(self) -> int:
@@ -191,54 +252,137 @@ class Database:
 
     def add_user(self, user: User) -> None:
         self._db.execute(
-            "INSERT INTO users (id, email, pw_hash, permission, groups, preferences)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                user.id,
-                user.email,
-                user.pw_hash,
-                user.permission,
-                json.dumps(user.groups),
-                json.dumps(user.preferences),
-            ),
+            "INSERT INTO users (id, email, pw_hash, permission, preferences) VALUES (?, ?, ?, ?, ?)",
+            (user.id, user.email, user.pw_hash, user.permission, json.dumps(user.preferences)),
         )
 
     def user_by_email(self, email: str) -> User | None:
         row = self._db.execute("SELECT * FROM users WHERE email = ?", (email,)).fetchone()
-        return self._user(row)
+        return self._user(row, self._groups_of_users(row[0] if row else None))
 
     def user_by_id(self, user_id: str) -> User | None:
         row = self._db.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
-        return self._user(row)
+        return self._user(row, self._groups_of_users(user_id if row else None))
 
     def all_users(self) -> list[User]:
         rows = self._db.execute("SELECT * FROM users ORDER BY rowid").fetchall()
-        return [u for u in map(self._user, rows) if u is not None]
+        groups = self._groups_of_users()
+        return [u for u in (self._user(r, groups) for r in rows) if u is not None]
+
+    def user_exists(self, user_id: str) -> bool:
+        return (
+            self._db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is not None
+        )
+
+    def _groups_of_users(self, user_id: str | None = "") -> dict[str, list[str]]:
+        """user id -> its group ids, in the order it joined them; "" for every user."""
+        if user_id is None:
+            return {}
+        sql = "SELECT user_id, group_id FROM group_users"
+        args: tuple[str, ...] = ()
+        if user_id:
+            sql, args = sql + " WHERE user_id = ?", (user_id,)
+        out: dict[str, list[str]] = {}
+        for uid, gid in self._db.execute(sql + " ORDER BY rowid", args):
+            out.setdefault(uid, []).append(gid)
+        return out
 
     def update_user(self, user: User) -> None:
         self._db.execute(
-            "UPDATE users SET email = ?, pw_hash = ?, permission = ?, groups = ?, preferences = ?"
-            " WHERE id = ?",
-            (
-                user.email,
-                user.pw_hash,
-                user.permission,
-                json.dumps(user.groups),
-                json.dumps(user.preferences),
-                user.id,
-            ),
+            "UPDATE users SET email = ?, pw_hash = ?, permission = ?, preferences = ? WHERE id = ?",
+            (user.email, user.pw_hash, user.permission, json.dumps(user.preferences), user.id),
         )
 
     def delete_user(self, user_id: str) -> bool:
-        """Delete a user; its tokens go with it (ON DELETE CASCADE)."""
-        return self._db.execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount > 0
+        """Delete a user; its tokens and group memberships go with it (ON DELETE CASCADE), and
+        its ACL entries too."""
+        with self._transaction():
+            self._db.execute("DELETE FROM acls WHERE subject = ?", (user_id,))
+            return self._db.execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount > 0
 
     @staticmethod
-    def _user(row: tuple[Any, ...] | None) -> User | None:
+    def _user(row: tuple[Any, ...] | None, groups: dict[str, list[str]]) -> User | None:
         if row is None:
             return None
-        uid, email, pw_hash, permission, groups, prefs = row
-        return User(uid, email, pw_hash, permission, json.loads(groups), json.loads(prefs))
+        # The `groups` column of older versions is unused: group_users is the membership.
+        uid, email, pw_hash, permission, _groups, prefs = row
+        return User(uid, email, pw_hash, permission, groups.get(uid, []), json.loads(prefs))
+
+    # -- groups ------------------------------------------------------------------------------
+
+    def groups(self) -> list[GroupRecord]:
+        members = self._users_of_groups()
+        rows = self._db.execute("SELECT id, name FROM groups ORDER BY rowid").fetchall()
+        return [GroupRecord(gid, name, members.get(gid, [])) for gid, name in rows]
+
+    def _users_of_groups(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for gid, uid in self._db.execute(
+            "SELECT group_id, user_id FROM group_users ORDER BY rowid"
+        ):
+            out.setdefault(gid, []).append(uid)
+        return out
+
+    def add_group(self, group: GroupRecord) -> None:
+        self._db.execute(
+            "INSERT INTO groups (id, name, created_at) VALUES (?, ?, ?)",
+            (group.id, group.name, time.time()),
+        )
+
+    def rename_group(self, group_id: str, name: str) -> None:
+        self._db.execute("UPDATE groups SET name = ? WHERE id = ?", (name, group_id))
+
+    def delete_group(self, group_id: str) -> None:
+        """The group, its memberships (ON DELETE CASCADE) and its ACL entries."""
+        with self._transaction():
+            self._db.execute("DELETE FROM acls WHERE subject = ?", (group_id,))
+            self._db.execute("DELETE FROM groups WHERE id = ?", (group_id,))
+
+    def set_group_users(self, group_id: str, user_ids: list[str]) -> None:
+        """Replace the members; those staying keep their place (and join order)."""
+        with self._transaction():
+            current = [
+                uid
+                for (uid,) in self._db.execute(
+                    "SELECT user_id FROM group_users WHERE group_id = ? ORDER BY rowid",
+                    (group_id,),
+                )
+            ]
+            wanted = set(user_ids)
+            for uid in current:
+                if uid not in wanted:
+                    self._db.execute(
+                        "DELETE FROM group_users WHERE group_id = ? AND user_id = ?",
+                        (group_id, uid),
+                    )
+            for uid in user_ids:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO group_users (group_id, user_id) VALUES (?, ?)",
+                    (group_id, uid),
+                )
+
+    # -- ACL entries -------------------------------------------------------------------------
+
+    def acls(self) -> list[AclRecord]:
+        rows = self._db.execute(
+            "SELECT id, subject, object, action FROM acls ORDER BY rowid"
+        ).fetchall()
+        return [AclRecord(*row) for row in rows]
+
+    def add_acl(self, acl: AclRecord) -> bool:
+        """False if the entry was already there (adding it again is not an error)."""
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO acls (id, subject, object, action, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (acl.id, acl.subject, acl.object, acl.action, time.time()),
+        )
+        return cursor.rowcount > 0
+
+    def delete_acls(self, ids: list[str]) -> int:
+        with self._transaction():
+            return sum(
+                self._db.execute("DELETE FROM acls WHERE id = ?", (i,)).rowcount for i in ids
+            )
 
     # -- tokens ------------------------------------------------------------------------------
 

@@ -5,8 +5,9 @@
 3. `_log` / id aliasing       (xo-server steps 4 and 6)
 4. params validation          -> code 10, Ajv-style `data.errors`: first the size limits of
                                  server/limits.py, then the method's model (server/validation.py)
-5. object resolution          -> non-admins code 2 on the object, before any lookup (the answer
-                                 must not tell whether it exists); code 1 `no such <type> <id>`
+5. object resolution          -> code 1 `no such <type> <id>`; non-admins need the permission
+                                 through their ACLs, else code 2, also for an object they may
+                                 not view, whether it exists or not (server/access.py)
 6. call; a None result answers `true`
 7. error mapping              (server/xapi_errors.py)
 
@@ -33,7 +34,6 @@ from typing import Any
 import orjson
 
 from api.registry import (
-    DEFAULT_OBJECT_PERMISSION,
     NULL,
     PERMISSION_LEVELS,
     PUBLIC,
@@ -42,6 +42,7 @@ from api.registry import (
     Method,
 )
 from server import errors
+from server.access import resolve
 from server.auth import AuthError
 from server.connection import Connection
 from server.limits import check_params
@@ -72,6 +73,7 @@ class Dispatcher:
         self._state = state
         self._methods = state.registry
         self._store = state.store
+        self._acl = state.acl
         self._limits = state.config.limits
 
     def dispatch(self, caller: Connection, req_id: Any, name: str, params: Any) -> Reply:
@@ -149,30 +151,6 @@ class Dispatcher:
         user = caller.user
         if user is None:
             raise errors.unauthorized()
-        objects: dict[str, Any] = {}
         if not isinstance(params, dict):
-            return objects
-        specs = [
-            (key, spec[0], spec[1], spec[2] if len(spec) > 2 else DEFAULT_OBJECT_PERMISSION)
-            for key, spec in method.resolve.items()
-        ]
-        if user.permission != "admin":
-            # No ACLs in xo-migrate: a non-admin holds no right on any object. Refused before
-            # any lookup, so the answer is the same whether the object exists or not.
-            for _key, param, _types, permission in specs:
-                obj_id = params.get(param)
-                if permission and obj_id is not None:
-                    raise errors.unauthorized(permission, obj_id)
-        get = self._store.get
-        for key, param, types, _permission in specs:
-            obj_id = params.get(param)
-            if obj_id is None:
-                continue
-            obj = get(obj_id) if isinstance(obj_id, str) else None
-            allowed = (types,) if isinstance(types, str) else types
-            if obj is None or obj.get("type") not in allowed:
-                raise errors.no_such_object(
-                    obj_id, types if isinstance(types, str) else list(types)
-                )
-            objects[key] = obj
-        return objects
+            return {}
+        return resolve(method.resolve, params, user, self._store, self._acl)

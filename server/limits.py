@@ -6,7 +6,7 @@ validation: no string (value or key) longer than `max_string_length`, no nesting
 requests). That bounds whatever a method parses or stores afterwards, so a deep or huge
 value can neither overflow a recursive function nor be stored and break other users' answers
 later. Finer limits apply where a value is parsed (string filters) or kept per user
-(preferences, tokens, one-shot download URLs).
+(preferences, tokens, one-shot download URLs) or stored for all (ACL entries, groups).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ class InputLimits:
     max_filter_terms: int = 32  # terms of a string filter
     max_preferences_size: int = 64 * 1024  # bytes of a user's preferences, as JSON
     max_downloads_per_user: int = 16  # one-shot download URLs not fetched yet, per user
+    max_acl_entries: int = 10_000  # ACL entries stored, all subjects together
+    max_groups: int = 1_000  # user groups stored
 
 
 def check_params(value: dict[str, Any] | list[Any], limits: InputLimits) -> None:

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from api.registry import Registry
+from server.acls import AccessControl
 from server.auth import Authenticator
 from server.config import ServerConfig
 from server.oneshot import OneShotUrls
 from server.push import PushHub
 from server.storage import Storage
+from server.views import Views
 from xen.store import ObjectStore
 
 if TYPE_CHECKING:
@@ -37,6 +39,8 @@ class ServerState:
     store: ObjectStore
     storage: Storage
     auth: Authenticator
+    acl: AccessControl  # groups, ACL entries, each user's rights
+    views: Views  # what each non-admin may view
     push: PushHub
     registry: Registry
     oneshot: OneShotUrls

@@ -7,7 +7,9 @@
   admin or changed by the user) deletes the user's tokens and closes its other connections:
   whoever held the old password or a token is out.
 - A connection holds its user object; after an update the user's connections get the new one,
-  so a permission change applies from their next call (xo-server reloads the user per call).
+  so a permission change applies from their next call (xo-server reloads the user per call),
+  and to what the push hub sends them. Deleting a user deletes its group memberships and ACL
+  entries too (xo-server).
 """
 
 from __future__ import annotations
@@ -116,10 +118,20 @@ async def update_user(
 
 
 def refresh_user(state: ServerState, user: User) -> None:
-    """The user's connections get its new record (permission, email)."""
+    """The user's connections hold its new record; a new permission moves them in the push
+    hub (an admin sees everything, others what their ACLs let them view)."""
     for conn in state.connections:
         if conn.user is not None and conn.user.id == user.id:
             conn.user = user
+            state.push.regroup(conn)
+
+
+async def reload_users(state: ServerState, user_ids: Collection[str]) -> None:
+    """Their groups changed: their connections hold their records as stored now."""
+    for user_id in user_ids:
+        user = await state.storage.user_by_id(user_id)
+        if user is not None:
+            refresh_user(state, user)
 
 
 async def _end_sessions(state: ServerState, user_id: str, *, keep: Connection | None) -> None:
@@ -146,9 +158,11 @@ async def change_password(
 
 async def delete_user(state: ServerState, user_id: str, *, caller: Connection) -> None:
     await get_user(state, user_id)
-    await state.storage.delete_user(user_id)
-    if state.cluster is not None:
+    await state.storage.delete_user(user_id)  # its tokens, memberships and ACL entries too
+    state.acl.forget_user(user_id)
+    if state.cluster is not None:  # its connections elsewhere close, the others' ACLs reload
         await state.cluster.revoked(set(), user_id=user_id)
+        state.acl.announce()
     closed = await close_connections(
         state, lambda c: c.user is not None and c.user.id == user_id, caller=caller
     )

@@ -47,8 +47,10 @@ log = logging.getLogger("xo_migrate.xen.cache")
 
 TERMINAL_TASK_STATUSES = frozenset({"success", "failure", "cancelled"})
 
-# Conversions done between two yields to the event loop during a big batch.
+# Conversions done between two yields to the event loop during a big batch, and iterations
+# of the cheap loops (bookkeeping per event).
 _CHUNK = 500
+_CHUNK_CHEAP = 5000
 # Rounds of converting again the readers of objects that a conversion again changed (a VM
 # reads its VBDs' VDIs' SRs, an SR reads its PBD): deeper chains than this do not exist.
 _ROUNDS = 4
@@ -230,7 +232,9 @@ class PoolCache:
 
         upserts: list[tuple[str, str, dict[str, Any]]] = []
         deletes: list[str] = []
-        for event in events:
+        for n, event in enumerate(events, 1):
+            if n % _CHUNK_CHEAP == 0:
+                await asyncio.sleep(0)
             ref = event.get("ref", "")
             op = event.get("operation")
             if op == "del":
@@ -248,14 +252,18 @@ class PoolCache:
             touched.add(ref)
 
         new_refs: list[str] = []
-        for cls, ref, record in upserts:
+        for n, (cls, ref, record) in enumerate(upserts, 1):
+            if n % _CHUNK_CHEAP == 0:
+                await asyncio.sleep(0)
             if ref not in self._ids:
                 new_refs.append(ref)
             self._ids[ref] = record.get("uuid") or ref
             self._classes[ref] = cls
         # Records read by conversions first, so that objects of this batch see them.
         converted: list[tuple[str, str, dict[str, Any]]] = []
-        for cls, ref, record in upserts:
+        for n, (cls, ref, record) in enumerate(upserts, 1):
+            if n % _CHUNK_CHEAP == 0:
+                await asyncio.sleep(0)
             touched.add(ref)
             if cls in SIDES:
                 self._records[ref] = slim_side(cls, record)
@@ -288,7 +296,9 @@ class PoolCache:
             if not again:
                 break
         owners = {ref for _, ref, _ in converted}
-        for cls, ref, _ in upserts:
+        for n, (cls, ref, _) in enumerate(upserts, 1):
+            if n % _CHUNK_CHEAP == 0:
+                await asyncio.sleep(0)
             if cls in SIDES and self._folded_into.get(ref) not in owners:
                 self._fold_again(ref)
 

@@ -63,6 +63,7 @@ class Cluster:
             "revoked": self._on_revoked,
             "user": self._on_user,
             "servers": self._on_servers,
+            "acl": self._on_acl,
         }
         self._tasks: set[asyncio.Task[Any]] = set()
         self._outbox: list[bytes] = []
@@ -96,6 +97,7 @@ class Cluster:
         self.spawn(self._listen(), "cluster-listen")
         self.spawn(self._publish(), "cluster-publish")
         self.storage.on_reconnect.append(self._caught_up)
+        state.acl.on_stored = lambda: self.emit("acl")
         async with asyncio.timeout(5):
             await self.subscribed.wait()
         log.info("event=cluster_joined instance=%s", self.id)
@@ -180,6 +182,7 @@ class Cluster:
         """Redis is back: what this instance may have missed."""
         log.info("event=cluster_catch_up instance=%s", self.id)
         await self._on_servers({})
+        await self._on_acl({})
         if self.migrations is not None:
             await self.migrations.catch_up()
         if self.queue is not None:
@@ -215,6 +218,15 @@ class Cluster:
         user = await self.storage.user_by_id(str(event.get("id")))
         if user is not None:
             refresh_user(self.state, user)
+
+    async def _on_acl(self, _event: dict[str, Any]) -> None:
+        """Groups or ACL entries changed elsewhere: reload them; the connected users whose
+        rights or groups changed get their new view."""
+        from server.users import reload_users
+
+        users = await self.state.acl.load()
+        connected = {c.user.id for c in self.state.connections if c.user is not None}
+        await reload_users(self.state, users & connected)
 
     # -- pools -------------------------------------------------------------------------------
 

@@ -3,10 +3,11 @@
 
 Authentication, as xo-server's REST API: the `authenticationToken` cookie (or the `token`
 cookie of the web UI), `Authorization: Bearer <token>`, or HTTP Basic with email and password
-(through the sign-in throttle, server/throttle.py). No credentials or bad ones: 401. Signed in
-but not an admin: 403 (xo-migrate has no ACLs, and without them a non-admin holds no right on
-any object, as over JSON-RPC). A cookie-authenticated POST must pass the cross-site check
-(server/crosssite.py), else 403. Bodies: 413 over `max_message_size`, 408 if too slow.
+(through the sign-in throttle, server/throttle.py). No credentials or bad ones: 401. Any user
+may sign in (xo-server's REST API is for admins only): a non-admin sees and acts on what its
+ACLs allow, as over JSON-RPC, and gets 403 (code 2) for the rest, whether it exists or not. A
+cookie-authenticated POST must pass the cross-site check (server/crosssite.py), else 403.
+Bodies: 413 over `max_message_size`, 408 if too slow.
 
 Errors are JSON, in the XO error shape JSON-RPC clients already know (`{message, code, data}`),
 with an HTTP status derived from the XO code (`STATUS_BY_CODE`); anything else is 500.
@@ -97,6 +98,7 @@ def endpoint(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRe
     @functools.wraps(handler)
     async def run(request: web.Request) -> web.StreamResponse:
         ctx = request.app[REST]
+        user: User | None = None
         try:
             user = await authenticate(request, ctx)
             return await handler(request, ctx, user)
@@ -108,10 +110,12 @@ def endpoint(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRe
         except ValidationError as exc:
             return error_response(invalid_body(exc).to_wire(), 400)
         except (XoError, RpcError, XapiError, PoolUnavailable) as exc:
-            return error_response(to_wire_error(exc, is_admin=True, store=ctx.state.store))
+            admin = user is not None and user.is_admin  # XAPI details: admins only, as JSON-RPC
+            return error_response(to_wire_error(exc, is_admin=admin, store=ctx.state.store))
         except Exception as exc:
             log.exception("event=rest_error method=%s path=%s", request.method, request.path)
-            return error_response(to_wire_error(exc, is_admin=True, store=ctx.state.store), 500)
+            admin = user is not None and user.is_admin
+            return error_response(to_wire_error(exc, is_admin=admin, store=ctx.state.store), 500)
 
     return run
 
@@ -175,8 +179,6 @@ async def authenticate(request: web.Request, ctx: RestContext) -> User:
         raise RestError(401, exc) from None
     except AuthError as exc:  # throttled, empty password
         raise RestError(401, XoError(3, "invalid credentials", {"reason": str(exc)})) from None
-    if not user.is_admin:
-        raise RestError(403, errors.unauthorized("admin"))
     return user
 
 

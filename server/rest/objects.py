@@ -12,6 +12,10 @@ exactly as `vm.migrate` (same plan, queue, cancel and history):
   get, plus `taskId`) with its HTTP status. A client that leaves does not stop the migration.
 Errors found before anything starts (unknown host or SR, VM already migrating) are answered
 at once (404, 409) and create no task.
+
+A non-admin lists and reads only the objects it may view (server/views.py); any other id is
+403 (code 2), whether it exists or not. The migrate action needs what `vm.migrate` needs
+(api/vm.py MIGRATE_RESOLVE, through server/access.py).
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.registry import ResolveSpec
+from api.vm import MIGRATE_RESOLVE
 from server import errors
+from server.access import resolve
 from server.db import User
 from server.migrations.plan import MigrationRequest
 from server.rest.context import RestContext
@@ -45,12 +52,9 @@ def _href(collection: str, obj_id: str) -> str:
     return f"{BASE}/{collection}/{obj_id}"
 
 
-def _object(ctx: RestContext, collection: str, obj_id: str) -> dict[str, Any]:
-    xo_type = COLLECTIONS[collection]
-    obj = ctx.state.store.get(obj_id)
-    if obj is None or obj.get("type") != xo_type:
-        raise RestError(404, errors.no_such_object(obj_id, xo_type))
-    return obj
+def _object(ctx: RestContext, user: User, collection: str, obj_id: str) -> dict[str, Any]:
+    spec: ResolveSpec = {"obj": ("id", COLLECTIONS[collection], "view")}
+    return resolve(spec, {"id": obj_id}, user, ctx.state.store, ctx.state.acl)["obj"]
 
 
 @endpoint
@@ -59,17 +63,17 @@ async def root(_request: web.Request, _ctx: RestContext, _user: User) -> web.Str
 
 
 @endpoint
-async def list_objects(request: web.Request, ctx: RestContext, _user: User) -> web.StreamResponse:
+async def list_objects(request: web.Request, ctx: RestContext, user: User) -> web.StreamResponse:
     collection = request.match_info["collection"]
     query = ListQuery.parse(request)
-    objects = query.select(ctx.state.store.by_type(COLLECTIONS[collection]))
+    objects = query.select(ctx.state.views.visible_objects(user, COLLECTIONS[collection]))
     return query.respond([query.item(o, _href(collection, o["id"])) for o in objects])
 
 
 @endpoint
-async def get_object(request: web.Request, ctx: RestContext, _user: User) -> web.StreamResponse:
+async def get_object(request: web.Request, ctx: RestContext, user: User) -> web.StreamResponse:
     collection, obj_id = request.match_info["collection"], request.match_info["id"]
-    return json_response(_object(ctx, collection, obj_id))
+    return json_response(_object(ctx, user, collection, obj_id))
 
 
 class MigrateBody(BaseModel):
@@ -80,6 +84,17 @@ class MigrateBody(BaseModel):
     srId: str | None = Field(default=None, min_length=1)
     srIdByVdiId: dict[str, str] | None = None
     networkIdByVifId: dict[str, str] | None = None
+
+    def rpc_params(self, vm_id: str) -> dict[str, Any]:
+        """The same migration as `vm.migrate` params (for the same permission checks)."""
+        return {
+            "vm": vm_id,
+            "targetHost": self.hostId,
+            "sr": self.srId,
+            "mapVdisSrs": self.srIdByVdiId,
+            "mapVifsNetworks": self.networkIdByVifId,
+            "migrationNetwork": self.migrationNetworkId,
+        }
 
     def request(self, vm_id: str) -> MigrationRequest:
         return MigrationRequest(
@@ -94,8 +109,9 @@ class MigrateBody(BaseModel):
 
 @endpoint
 async def migrate_vm(request: web.Request, ctx: RestContext, user: User) -> web.StreamResponse:
-    vm = _object(ctx, "vms", request.match_info["id"])
+    vm = _object(ctx, user, "vms", request.match_info["id"])
     body = MigrateBody.model_validate(await read_json(request, ctx))
+    resolve(MIGRATE_RESOLVE, body.rpc_params(vm["id"]), user, ctx.state.store, ctx.state.acl)
     migrations = ctx.migrations()
     m = await migrations.start(
         body.request(vm["id"]), method=REST_MIGRATE_METHOD, user_id=user.id, user_email=user.email
@@ -107,12 +123,12 @@ async def migrate_vm(request: web.Request, ctx: RestContext, user: User) -> web.
         raise RestError(503, errors.service_unavailable("rest (stopping)"))
     if m.status == "success":
         return web.Response(status=204, headers=location)
-    return error_response(_failure(ctx, m) | {"taskId": m.id})
+    return error_response(_failure(ctx, user, m) | {"taskId": m.id})
 
 
-def _failure(ctx: RestContext, m: Any) -> dict[str, Any]:
+def _failure(ctx: RestContext, user: User, m: Any) -> dict[str, Any]:
     if m.exception is not None:
-        return to_wire_error(m.exception, is_admin=True, store=ctx.state.store)
+        return to_wire_error(m.exception, is_admin=user.is_admin, store=ctx.state.store)
     error = m.error or {"code": "MIGRATION_FAILED", "params": [], "message": "migration failed"}
     return errors.server_error(
         error.get("message", "migration failed"),

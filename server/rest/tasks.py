@@ -17,6 +17,11 @@ abortionRequestedAt?}`:
 change, and `["remove", {id}]` when a task leaves the live collection (an hour after its end by
 default; it stays readable by id) or stops matching `filter`. Changes are coalesced per task,
 so a slow reader gets the latest state of each task, never an unbounded backlog.
+
+A non-admin sees the migrations it started and those of VMs it may view (as
+`migration.getAll`), and aborts those it started or whose VM it may administrate; any other
+task id is 403 (code 2), whether it exists or not. A watch stream decides at each change of a
+task whether its user sees it.
 """
 
 from __future__ import annotations
@@ -101,23 +106,50 @@ def _task(ctx: RestContext, record: dict[str, Any]) -> dict[str, Any]:
 # -- endpoints -------------------------------------------------------------------------------
 
 
+def _sees(ctx: RestContext, user: User, record: dict[str, Any]) -> bool:
+    return ctx.state.views.can_see_record(user, record, "migration")
+
+
+async def _record(ctx: RestContext, user: User, task_id: str, permission: str) -> dict[str, Any]:
+    """The migration behind a task the user may see: 404 for an admin when unknown, 403 for
+    anyone else who may not see it, whether it exists or not."""
+    fetched: dict[str, Any] | errors.XoError
+    try:
+        fetched = await ctx.migrations().get(task_id)  # from the store, before the rules
+    except errors.XoError as exc:
+        fetched = exc
+
+    def known(_task_id: str) -> dict[str, Any]:
+        if isinstance(fetched, errors.XoError):
+            raise fetched
+        return fetched
+
+    record = ctx.state.views.record_for(user, known, task_id, "migration")
+    if record is None:
+        raise RestError(403, errors.unauthorized(permission, task_id, "task"))
+    return record
+
+
 @endpoint
-async def list_tasks(request: web.Request, ctx: RestContext, _user: User) -> web.StreamResponse:
+async def list_tasks(request: web.Request, ctx: RestContext, user: User) -> web.StreamResponse:
     query = ListQuery.parse(request)
     if flag(request, "watch"):
         if not query.ndjson:
             raise RestError(400, errors.invalid_parameters([], "watch=true requires ndjson=true"))
-        return await _watch(request, ctx, query)
+        return await _watch(request, ctx, query, user)
     scan = HISTORY_SCAN if query.predicate is not None or query.limit is None else query.limit
-    tasks = [_task(ctx, r) for r in await ctx.migrations().all(max(scan, 1))]
+    if not user.is_admin:
+        scan = HISTORY_SCAN
+    records = await ctx.migrations().all(max(scan, 1))
+    tasks = [_task(ctx, r) for r in records if user.is_admin or _sees(ctx, user, r)]
     return query.respond([query.item(t, task_href(t["id"])) for t in query.select(tasks)])
 
 
 @endpoint
-async def get_task(request: web.Request, ctx: RestContext, _user: User) -> web.StreamResponse:
+async def get_task(request: web.Request, ctx: RestContext, user: User) -> web.StreamResponse:
     task_id = request.match_info["id"]
     migrations = ctx.migrations()
-    record = await migrations.get(task_id)  # 404 when unknown
+    record = await _record(ctx, user, task_id, "view")
     if flag(request, "wait") and record["status"] in PENDING:
 
         async def until_finished() -> None:
@@ -152,12 +184,13 @@ async def _settled(ctx: RestContext, task_id: str) -> None:
 
 
 @endpoint
-async def abort_task(request: web.Request, ctx: RestContext, _user: User) -> web.StreamResponse:
+async def abort_task(request: web.Request, ctx: RestContext, user: User) -> web.StreamResponse:
     """migration.cancel: 204 once cancelled; 202 if XAPI has not answered within the cancel
     wait; 409 with the reason when there is nothing left to abort or it is too late."""
     task_id = request.match_info["id"]
     migrations = ctx.migrations()
-    await migrations.get(task_id)  # 404 when unknown
+    if not ctx.state.views.can_cancel(user, await _record(ctx, user, task_id, "administrate")):
+        raise RestError(403, errors.unauthorized("administrate", task_id, "task"))
     ctx.note_abort(task_id)
     outcome = await migrations.cancel(task_id)
     if outcome.get("cancelled"):
@@ -183,7 +216,9 @@ async def abort_task(request: web.Request, ctx: RestContext, _user: User) -> web
 # -- watch -----------------------------------------------------------------------------------
 
 
-async def _watch(request: web.Request, ctx: RestContext, query: ListQuery) -> web.StreamResponse:
+async def _watch(
+    request: web.Request, ctx: RestContext, query: ListQuery, user: User
+) -> web.StreamResponse:
     shown: set[str] = set()  # ids announced to this client (and not removed since)
     pending: dict[str, bytes] = {}  # id -> latest line not yet written: bounded by task count
     wake = asyncio.Event()
@@ -193,7 +228,9 @@ async def _watch(request: web.Request, ctx: RestContext, query: ListQuery) -> we
 
     def stage(record: dict[str, Any]) -> None:
         task = _task(ctx, record)
-        if query.predicate is None or query.predicate(task):
+        if (user.is_admin or _sees(ctx, user, record)) and (
+            query.predicate is None or query.predicate(task)
+        ):
             shown.add(task["id"])
             pending[task["id"]] = line("update", query.item(task, task_href(task["id"])))
         elif task["id"] in shown:

@@ -1,4 +1,5 @@
-"""The storage interface: everything xo-migrate keeps, behind one async interface with two
+"""The storage interface: everything xo-migrate keeps (users, groups, ACL entries, tokens,
+pools, migrations, batches), behind one async interface with two
 implementations, SQLite (server/storage/sqlite.py, the embedded default) and Redis
 (server/storage/redis.py, shared by the instances of a cluster).
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from server.db import ServerRecord, TokenRecord, User
+from server.db import AclRecord, GroupRecord, ServerRecord, TokenRecord, User
 
 # (record, request): the request may come already serialized (it never changes).
 MigrationRow = tuple[dict[str, Any], dict[str, Any] | str]
@@ -73,7 +74,41 @@ class Storage(ABC):
 
     @abstractmethod
     async def delete_user(self, user_id: str) -> bool:
-        """The user and its tokens; False if there was none."""
+        """The user, its tokens, group memberships and ACL entries; False if there was none."""
+
+    @abstractmethod
+    async def user_exists(self, user_id: str) -> bool: ...
+
+    # -- groups and ACL entries (server/acls.py keeps them in memory) ---------------------------
+
+    @abstractmethod
+    async def groups(self) -> list[GroupRecord]:
+        """In creation order, each with its members in the order they joined."""
+
+    @abstractmethod
+    async def add_group(self, group: GroupRecord) -> None: ...
+
+    @abstractmethod
+    async def rename_group(self, group_id: str, name: str) -> None: ...
+
+    @abstractmethod
+    async def delete_group(self, group_id: str) -> None:
+        """The group, its memberships and its ACL entries."""
+
+    @abstractmethod
+    async def set_group_users(self, group_id: str, user_ids: list[str]) -> None:
+        """Replace the members; those staying keep their place."""
+
+    @abstractmethod
+    async def acls(self) -> list[AclRecord]:
+        """In creation order."""
+
+    @abstractmethod
+    async def add_acl(self, acl: AclRecord) -> bool:
+        """False if it was there already."""
+
+    @abstractmethod
+    async def delete_acls(self, ids: list[str]) -> int: ...
 
     # -- tokens (only their SHA-256 is stored) ------------------------------------------------
 

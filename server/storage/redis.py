@@ -32,7 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from server.credentials import CredentialCipher, CredentialsUnreadable
-from server.db import ServerRecord, TokenRecord, User
+from server.db import AclRecord, GroupRecord, ServerRecord, TokenRecord, User
 from server.storage.base import (
     BATCH_ACTIVE,
     MIGRATION_ACTIVE,
@@ -103,7 +103,81 @@ for _, h in ipairs(redis.call('ZRANGE', p .. 'user-tokens:' .. id, 0, -1)) do
   redis.call('ZREM', p .. 'tokens', h)
 end
 redis.call('DEL', p .. 'user-tokens:' .. id)
+for _, g in ipairs(redis.call('ZRANGE', p .. 'user-groups:' .. id, 0, -1)) do
+  redis.call('ZREM', p .. 'group-users:' .. g, id)
+end
+redis.call('DEL', p .. 'user-groups:' .. id)
+for _, a in ipairs(redis.call('SMEMBERS', p .. 'subject-acls:' .. id)) do
+  redis.call('DEL', p .. 'acl:' .. a)
+  redis.call('ZREM', p .. 'acls', a)
+end
+redis.call('DEL', p .. 'subject-acls:' .. id)
 return 1
+"""
+
+# ARGV: prefix, group id.
+_DELETE_GROUP = """
+local p, id = ARGV[1], ARGV[2]
+redis.call('DEL', p .. 'group:' .. id)
+redis.call('ZREM', p .. 'groups', id)
+for _, u in ipairs(redis.call('ZRANGE', p .. 'group-users:' .. id, 0, -1)) do
+  redis.call('ZREM', p .. 'user-groups:' .. u, id)
+end
+redis.call('DEL', p .. 'group-users:' .. id)
+for _, a in ipairs(redis.call('SMEMBERS', p .. 'subject-acls:' .. id)) do
+  redis.call('DEL', p .. 'acl:' .. a)
+  redis.call('ZREM', p .. 'acls', a)
+end
+redis.call('DEL', p .. 'subject-acls:' .. id)
+return 1
+"""
+
+# ARGV: prefix, group id, the wanted user ids in order: members leaving go, those staying
+# keep their place (score), new ones join at the end.
+_SET_GROUP_USERS = """
+local p, g = ARGV[1], ARGV[2]
+local wanted = {}
+for i = 3, #ARGV do wanted[ARGV[i]] = true end
+for _, u in ipairs(redis.call('ZRANGE', p .. 'group-users:' .. g, 0, -1)) do
+  if not wanted[u] then
+    redis.call('ZREM', p .. 'group-users:' .. g, u)
+    redis.call('ZREM', p .. 'user-groups:' .. u, g)
+  end
+end
+for i = 3, #ARGV do
+  local u = ARGV[i]
+  if not redis.call('ZSCORE', p .. 'group-users:' .. g, u) then
+    local seq = redis.call('INCR', p .. 'seq')
+    redis.call('ZADD', p .. 'group-users:' .. g, seq, u)
+    redis.call('ZADD', p .. 'user-groups:' .. u, seq, g)
+  end
+end
+return 1
+"""
+
+# ARGV: prefix, id, subject, object, action.
+_ADD_ACL = """
+local p, id = ARGV[1], ARGV[2]
+if redis.call('EXISTS', p .. 'acl:' .. id) == 1 then return 0 end
+redis.call('HSET', p .. 'acl:' .. id, 'id', id, 'subject', ARGV[3], 'object', ARGV[4], 'action', ARGV[5])
+redis.call('ZADD', p .. 'acls', redis.call('INCR', p .. 'seq'), id)
+redis.call('SADD', p .. 'subject-acls:' .. ARGV[3], id)
+return 1
+"""
+
+# ARGV: prefix, ids...
+_DELETE_ACLS = """
+local p, n = ARGV[1], 0
+for i = 2, #ARGV do
+  local subject = redis.call('HGET', p .. 'acl:' .. ARGV[i], 'subject')
+  if subject then
+    redis.call('DEL', p .. 'acl:' .. ARGV[i])
+    redis.call('ZREM', p .. 'acls', ARGV[i])
+    redis.call('SREM', p .. 'subject-acls:' .. subject, ARGV[i])
+    n = n + 1
+  end
+end
+return n
 """
 
 # Change fields of an existing hash only (a concurrent delete wins).
@@ -149,8 +223,15 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _encode(obj: Any) -> dict[str, str]:
-    return {name: _dumps(value) for name, value in asdict(obj).items()}
+def _encode(obj: Any, *leave_out: str) -> dict[str, str]:
+    return {name: _dumps(value) for name, value in asdict(obj).items() if name not in leave_out}
+
+
+def _user(raw: dict[str, str], groups: list[str]) -> User:
+    """A user from its hash; its groups are its memberships (`user-groups:<id>`)."""
+    values = _decode(raw)
+    values["groups"] = list(groups)
+    return User(**values)
 
 
 def _decode(raw: dict[str, str]) -> dict[str, Any]:
@@ -191,6 +272,10 @@ class RedisStorage(Storage):
         self._delete_user = self.redis.register_script(_DELETE_USER)
         self._hset_if_exists = self.redis.register_script(_HSET_IF_EXISTS)
         self._save_records = self.redis.register_script(_SAVE_RECORDS)
+        self._delete_group = self.redis.register_script(_DELETE_GROUP)
+        self._set_group_users = self.redis.register_script(_SET_GROUP_USERS)
+        self._add_acl = self.redis.register_script(_ADD_ACL)
+        self._delete_acls = self.redis.register_script(_DELETE_ACLS)
 
     async def open(self) -> None:
         """Connect (raises StorageUnavailable with the reason) and watch the connection."""
@@ -279,7 +364,7 @@ class RedisStorage(Storage):
         return await self._read(("count_users",), lambda: self.redis.zcard(PREFIX + "users"))
 
     async def add_user(self, user: User) -> None:
-        encoded = _encode(user)
+        encoded = _encode(user, "groups")
         args = [user.id, *[x for kv in encoded.items() for x in kv]]
         keys = [PREFIX + "email:" + user.email, PREFIX + "user:" + user.id, PREFIX + "users"]
         owner = await self._write(lambda: self._add_user([*keys, PREFIX + "seq"], args))
@@ -288,8 +373,12 @@ class RedisStorage(Storage):
         self._forget("users", "count_users")
 
     async def _user(self, key: str) -> User | None:
-        raw = await self.redis.hgetall(key)
-        return User(**_decode(raw)) if raw else None
+        user_id = key[len(PREFIX + "user:") :]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(key)
+            pipe.zrange(PREFIX + "user-groups:" + user_id, 0, -1)
+            raw, groups = await pipe.execute()
+        return _user(raw, groups) if raw else None
 
     async def user_by_email(self, email: str) -> User | None:
         async def fetch() -> User | None:
@@ -307,13 +396,16 @@ class RedisStorage(Storage):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for user_id in ids:
                     pipe.hgetall(PREFIX + "user:" + user_id)
+                    pipe.zrange(PREFIX + "user-groups:" + user_id, 0, -1)
                 rows = await pipe.execute()
-            return [User(**_decode(raw)) for raw in rows if raw]
+            return [
+                _user(raw, groups) for raw, groups in zip(rows[::2], rows[1::2], strict=True) if raw
+            ]
 
         return await self._read(("users",), fetch)
 
     async def update_user(self, user: User) -> None:
-        encoded = _encode(user)
+        encoded = _encode(user, "groups")
         args = [user.id, PREFIX, *[x for kv in encoded.items() for x in kv]]
         keys = [PREFIX + "user:" + user.id, PREFIX + "email:" + user.email]
         owner = await self._write(lambda: self._update_user(keys, args))
@@ -323,8 +415,86 @@ class RedisStorage(Storage):
 
     async def delete_user(self, user_id: str) -> bool:
         deleted = await self._write(lambda: self._delete_user([], [PREFIX, user_id]))
-        self._forget("users", "user", "user_email", "count_users", "tokens", "token")
+        self._forget("users", "user", "user_email", "count_users", "tokens", "token", "groups")
+        self._forget("acls")
         return bool(deleted)
+
+    async def user_exists(self, user_id: str) -> bool:
+        return bool(
+            await self._read(
+                ("user_exists", user_id), lambda: self.redis.exists(PREFIX + "user:" + user_id)
+            )
+        )
+
+    # -- groups and ACL entries --------------------------------------------------------------
+
+    async def groups(self) -> list[GroupRecord]:
+        async def fetch() -> list[GroupRecord]:
+            ids = await self.redis.zrange(PREFIX + "groups", 0, -1)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for group_id in ids:
+                    pipe.hget(PREFIX + "group:" + group_id, "name")
+                    pipe.zrange(PREFIX + "group-users:" + group_id, 0, -1)
+                rows = await pipe.execute()
+            return [
+                GroupRecord(group_id, name, list(users))
+                for group_id, name, users in zip(ids, rows[::2], rows[1::2], strict=True)
+                if name is not None
+            ]
+
+        return await self._read(("groups",), fetch)
+
+    async def _change_groups(self, write: Callable[[], Awaitable[Any]]) -> None:
+        await self._write(write)
+        self._forget("groups", "users", "user", "user_email", "acls")
+
+    async def add_group(self, group: GroupRecord) -> None:
+        async def write() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(
+                    PREFIX + "group:" + group.id, mapping={"id": group.id, "name": group.name}
+                )
+                pipe.zadd(PREFIX + "groups", {group.id: time.time()})
+                await pipe.execute()
+
+        await self._change_groups(write)
+        if group.users:
+            await self.set_group_users(group.id, group.users)
+
+    async def rename_group(self, group_id: str, name: str) -> None:
+        key = PREFIX + "group:" + group_id
+        await self._change_groups(lambda: self._hset_if_exists([key], ["name", name]))
+
+    async def delete_group(self, group_id: str) -> None:
+        await self._change_groups(lambda: self._delete_group([], [PREFIX, group_id]))
+
+    async def set_group_users(self, group_id: str, user_ids: list[str]) -> None:
+        args = [PREFIX, group_id, *user_ids]
+        await self._change_groups(lambda: self._set_group_users([], args))
+
+    async def acls(self) -> list[AclRecord]:
+        async def fetch() -> list[AclRecord]:
+            ids = await self.redis.zrange(PREFIX + "acls", 0, -1)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for acl_id in ids:
+                    pipe.hmget(PREFIX + "acl:" + acl_id, ["id", "subject", "object", "action"])
+                rows = await pipe.execute()
+            return [AclRecord(*row) for row in rows if row[0] is not None]
+
+        return await self._read(("acls",), fetch)
+
+    async def add_acl(self, acl: AclRecord) -> bool:
+        args = [PREFIX, acl.id, acl.subject, acl.object, acl.action]
+        added = await self._write(lambda: self._add_acl([], args))
+        self._forget("acls")
+        return bool(added)
+
+    async def delete_acls(self, ids: list[str]) -> int:
+        if not ids:
+            return 0
+        count = await self._write(lambda: self._delete_acls([], [PREFIX, *ids]))
+        self._forget("acls")
+        return int(count)
 
     # -- tokens ------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from server.credentials import CredentialCipher
-from server.db import Database, ServerRecord, TokenRecord, User
+from server.db import AclRecord, Database, GroupRecord, ServerRecord, TokenRecord, User
 from server.migrations.batch_history import BatchHistory
 from server.migrations.history import MigrationHistory
 from server.storage.base import EmailTaken, MigrationRow, Storage
@@ -66,6 +66,35 @@ class SqliteStorage(Storage):
 
     async def delete_user(self, user_id: str) -> bool:
         return self.db.delete_user(user_id)
+
+    async def user_exists(self, user_id: str) -> bool:
+        return self.db.user_exists(user_id)
+
+    # -- groups and ACL entries --------------------------------------------------------------
+
+    async def groups(self) -> list[GroupRecord]:
+        return self.db.groups()
+
+    async def add_group(self, group: GroupRecord) -> None:
+        self.db.add_group(group)
+
+    async def rename_group(self, group_id: str, name: str) -> None:
+        self.db.rename_group(group_id, name)
+
+    async def delete_group(self, group_id: str) -> None:
+        self.db.delete_group(group_id)
+
+    async def set_group_users(self, group_id: str, user_ids: list[str]) -> None:
+        self.db.set_group_users(group_id, user_ids)
+
+    async def acls(self) -> list[AclRecord]:
+        return self.db.acls()
+
+    async def add_acl(self, acl: AclRecord) -> bool:
+        return self.db.add_acl(acl)
+
+    async def delete_acls(self, ids: list[str]) -> int:
+        return self.db.delete_acls(ids)
 
     # -- tokens ------------------------------------------------------------------------------
 

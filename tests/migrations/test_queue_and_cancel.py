@@ -142,7 +142,10 @@ async def test_only_an_admin_or_its_owner_may_cancel_a_migration(lab: Lab) -> No
     migration_id = await lab.client.call(
         "migration.start", {"vm": vm, "targetHost": await lab.id_of("host", "b1")}
     )
-    # Watching is open to every signed-in user, as the collection is.
+    # Seeing it takes a right on its VM (tests/migrations/test_acl.py); viewing is not enough
+    # to cancel it.
+    me = (await other.call("session.getUser"))["id"]
+    await lab.client.call("acl.add", {"subject": me, "object": vm, "action": "viewer"})
     assert (await other.call("migration.get", {"id": migration_id}))["vm"] == vm
     with pytest.raises(RpcError) as info:
         await other.call("migration.cancel", {"id": migration_id})

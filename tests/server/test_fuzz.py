@@ -324,6 +324,9 @@ PARSED_FIELDS: list[tuple[str, tuple[str, ...]]] = [
     ("system.methodSignature", ("method",)),
     ("token.deleteOwn", ("pattern", "description")),
     ("migration.get", ("id",)),
+    ("acl.add", ("object",)),
+    ("acl.add", ("subject",)),
+    ("group.create", ("name",)),
 ]
 STORED_FIELDS: list[tuple[str, tuple[str, ...]]] = [
     ("user.set", ("preferences", "k")),
@@ -337,6 +340,7 @@ BASE_PARAMS: dict[str, dict[str, Any]] = {
     "user.set": {"id": "$me"},
     "user.changePassword": {"oldPassword": "x", "newPassword": "admin"},
     "user.create": {"email": "e@x.net", "password": "p"},
+    "acl.add": {"subject": "$me", "object": "o", "action": "viewer"},
 }
 # Pieces repeated to make the strings that hurt parsers: quadratic regexes (digits then
 # garbage), recursion (`!`), backtracking (blanks, globs), shell-like quoting, NUL, Unicode.

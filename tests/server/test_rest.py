@@ -113,13 +113,17 @@ async def test_every_way_of_authenticating_and_the_refusals(server: RunningServe
             status, body = await _status_and_json(anonymous, "GET", "/rest/v0/vms", headers=headers)
             assert status == 401 and body["code"] == 3, (headers, body)
 
+    # A non-admin signs in too, and sees what its ACLs let it view: here nothing. An object
+    # it may not view is refused whether it exists or not (tests/server/test_acl.py).
     await server.state.auth.add_user("viewer@example.net", "secret", "none")
     async with rest_session(server, Authorization=_basic("viewer@example.net", "secret")) as s:
         status, body = await _status_and_json(s, "GET", "/rest/v0/vms")
+        assert status == 200 and body == []
+        status, body = await _status_and_json(s, "GET", "/rest/v0/vms/nope")
         assert status == 403 and body == {
             "message": "not enough permissions",
             "code": 2,
-            "data": {"permission": "admin", "object": {}},
+            "data": {"permission": "view", "object": {"id": "nope"}},
         }
 
     async with rest_session(server) as s:

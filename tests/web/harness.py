@@ -147,6 +147,16 @@ class WebUi:
         await row.locator(".Select-control").first.click()
         await self.page.locator(".Select-option", has_text=option).first.click()
 
+    async def home_lists_vms(self, names: list[str]) -> None:
+        """The home page's VM list shows these VMs, and as many as them: xo-web shows running
+        VMs first, so the filter is cleared as a user does."""
+        await self.open("/#/home?t=VM")
+        await self.page.get_by_text(f"(of {len(names)})").wait_for()
+        await self.page.locator("button:has(i.xo-icon-clear-search)").first.click()
+        await self.page.get_by_text(f"{len(names)}x").first.wait_for()
+        for name in names:
+            await self.page.get_by_text(name, exact=True).first.wait_for(timeout=5_000)
+
     def modal(self) -> Locator:
         return self.page.locator(".modal-dialog")
 
