@@ -99,3 +99,20 @@ async def test_a_token_of_one_instance_signs_in_on_the_other_and_its_deletion_cl
     refused = await other.request("session.signIn", {"token": token})
     await other.close()
     assert refused["error"]["code"] == 3  # invalid credentials, on every instance
+
+
+async def test_an_acl_added_on_one_instance_applies_on_the_other(instances: Any) -> None:
+    first, second = await instances(2)
+    admin = await first.client()
+    ids = await ids_by_name(admin)
+    user_id = await admin.call("user.create", {"email": "op@x.net", "password": "pw"})
+    op = await XoClient.connect(second.ws_url)
+    second.clients.append(op)
+    await op.sign_in("op@x.net", "pw")
+    assert ids["web-01"] not in await op.call("xo.getAllObjects", {"filter": {"type": "VM"}})
+    await admin.call("acl.add", {"subject": user_id, "object": ids["web-01"], "action": "viewer"})
+
+    async def sees_it() -> bool:
+        return ids["web-01"] in await op.call("xo.getAllObjects", {"filter": {"type": "VM"}})
+
+    await wait_until(sees_it, timeout=10)
