@@ -370,7 +370,7 @@ class RedisStorage(Storage):
         owner = await self._write(lambda: self._add_user([*keys, PREFIX + "seq"], args))
         if owner is not None:
             raise EmailTaken(owner)
-        self._forget("users", "count_users")
+        self._forget("users", "count_users", "user_exists")
 
     async def _user(self, key: str) -> User | None:
         user_id = key[len(PREFIX + "user:") :]
@@ -415,7 +415,8 @@ class RedisStorage(Storage):
 
     async def delete_user(self, user_id: str) -> bool:
         deleted = await self._write(lambda: self._delete_user([], [PREFIX, user_id]))
-        self._forget("users", "user", "user_email", "count_users", "tokens", "token", "groups")
+        self._forget("users", "user", "user_email", "user_exists", "count_users", "groups")
+        self._forget("tokens", "token")
         self._forget("acls")
         return bool(deleted)
 

@@ -116,3 +116,25 @@ async def test_an_acl_added_on_one_instance_applies_on_the_other(instances: Any)
         return ids["web-01"] in await op.call("xo.getAllObjects", {"filter": {"type": "VM"}})
 
     await wait_until(sees_it, timeout=10)
+
+
+async def test_migration_cancel_on_another_instance_reaches_its_owner(
+    sim: Simulator, instances: Any
+) -> None:
+    sim.timing.time_scale = 0.05  # db-01 cross-pool: still cancellable a while
+    first, second = await instances(2)
+    starter, other = await first.client(), await second.client()
+    ids = await ids_by_name(starter)
+    migration_id = await starter.call(
+        "migration.start", {"vm": ids["db-01"], "targetHost": ids["b1"]}
+    )
+
+    async def in_xapi() -> bool:
+        record = await other.call("migration.get", {"id": migration_id})
+        return record["status"] == "running" and record["xapiTask"] is not None
+
+    await wait_until(in_xapi, timeout=30)
+    answer = await other.call("migration.cancel", {"id": migration_id}, timeout=60)
+    assert answer == {"cancelled": True, "status": "cancelled"}, answer
+    final = await other.call("migration.wait", {"id": migration_id}, timeout=60)
+    assert final["status"] == "cancelled"
