@@ -165,27 +165,32 @@ class ClusterMigrations:
                 await self._adopt()
 
     async def _adopt(self) -> None:
-        """Take the lease of every active migration that has none, and adopt it."""
+        """Take the lease of every active migration that has none, and adopt it: running
+        ones first (they hold their VM and queue slot before a re-queued one asks for it),
+        as a restart's recovery does."""
         if not self.cluster.storage.available:
             return
         active = await self.redis.smembers(PREFIX + "migrations:active")
+        taken: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for migration_id in sorted(active):
             if self.service.owns(migration_id):
                 continue
-            taken = await self.redis.set(
+            lease = await self.redis.set(
                 LEASE + migration_id, self.cluster.id, nx=True, px=int(self.ttl_s * 1000)
             )
-            if not taken:
+            if not lease:
                 continue
             raw = await self.redis.hmget(
                 PREFIX + "migration:" + migration_id, ["record", "request"]
             )
-            if raw[0] is None:
-                continue
-            record, request = orjson.loads(raw[0]), orjson.loads(raw[1] or "{}")
+            record = orjson.loads(raw[0]) if raw[0] is not None else {}
             if record.get("status") not in ACTIVE:
                 await self._release([], [LEASE, self.cluster.id, migration_id])
                 continue
+            taken.append((record, orjson.loads(raw[1] or "{}")))
+        taken.sort(key=lambda pair: (pair[0]["status"] != "running", pair[0]["created"]))
+        for record, request in taken:
+            migration_id = record["id"]
             log.info(
                 "migration=%s event=taken_over status=%s instance=%s",
                 migration_id,
