@@ -1,5 +1,5 @@
-"""Scale: 200 concurrent migrations across 4 simulated pools, 200 signed-in clients watching;
-then the initial sync of a 10,000-VM pool.
+"""Scale: 200 concurrent migrations across 4 simulated pools, 200 signed-in clients watching.
+(The initial sync of a 10,000-VM pool is bench/large_pools.py's.)
 
 Three processes: the simulator (generated lab, child), our server (child; it measures its own
 event-loop lag) and this one (the watching clients and the caller of the migrations). Server
@@ -34,7 +34,6 @@ VMS = 400  # 100 per pool, 25 per host: the first MIGRATIONS of them move
 MIGRATIONS = 200
 WATCHERS = 200
 TIME_SCALE = 0.05  # one 1 GiB XenMotion: ~6.6 simulated s, ~0.33 real s
-BIG_LAB_VMS = 10_000
 
 
 class _RssSampler:
@@ -121,30 +120,9 @@ async def _migrations() -> list[dict[str, Any]]:
     ]
 
 
-async def _initial_sync() -> list[dict[str, Any]]:
-    async with (
-        Child(
-            "bench._services:SimService", time_scale=TIME_SCALE, generate=[BIG_LAB_VMS, 1]
-        ) as sim,
-        Child("bench._services:ServerService") as server,
-    ):
-        before = await server.call("stats", True)
-        async with _RssSampler(server.info["pid"]) as rss:
-            seconds = await server.call("add_pool", sim.info["pools"][0], 240, timeout=300)
-            after = await server.call("stats", True)
-    tag = f"scale initial sync {BIG_LAB_VMS} VMs"
-    return [
-        row(f"{tag}: time to a complete cache", seconds, "s", digits=1),
-        row(f"{tag}: server objects", after["objects"], "objects", digits=0),
-        row(f"{tag}: server RSS after", after["rss_kib"] / 1024, "MiB", digits=1),
-        row(f"{tag}: server RSS peak", rss.peak_kib / 1024, "MiB", digits=1),
-        row(f"{tag}: server RSS growth", (after["rss_kib"] - before["rss_kib"]) / 1024, "MiB"),
-    ]
-
-
 async def _run() -> list[dict[str, Any]]:
     raise_fd_limit()
-    return [*(await _migrations()), *(await _initial_sync())]
+    return await _migrations()
 
 
 def run() -> list[dict[str, Any]]:
