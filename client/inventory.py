@@ -2,8 +2,10 @@
 VMs, hosts, SRs, networks, disks and network cards by uuid, name or unique prefix.
 
 Resolution order: the exact id/uuid; the exact name (then the same name ignoring case); a
-unique prefix of a uuid or a name. Several matches is an ambiguity, none a not-found: both are
-usage errors (exit 2) that list the candidates or the closest names.
+unique prefix of a name; a unique prefix of a uuid. Names come before uuids so that `a` means
+the hosts named a1, a2, a3 whatever random uuids the lab drew. Several matches at one step is an
+ambiguity, none at every step a not-found: both are usage errors (exit 2) that list the
+candidates or the closest names.
 """
 
 from __future__ import annotations
@@ -88,10 +90,8 @@ def resolve_among(
     for match in (
         lambda o: text in _names(o),
         lambda o: text.lower() in (n.lower() for n in _names(o)),
-        lambda o: (
-            o["id"].startswith(text.lower())
-            or any(n.lower().startswith(text.lower()) for n in _names(o))
-        ),
+        lambda o: any(n.lower().startswith(text.lower()) for n in _names(o)),
+        lambda o: o["id"].startswith(text.lower()),
     ):
         found = [o for o in candidates if match(o)]
         if len(found) == 1:
