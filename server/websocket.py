@@ -88,7 +88,10 @@ async def handle_api_socket(request: web.Request) -> web.StreamResponse:
                 if isinstance(reply, bytes):
                     await send(reply)
                 else:
-                    conn.spawn(_reply_when_done(reply, send))
+                    task = conn.spawn(_reply_when_done(reply, send))
+                    # Cancelled before its first step (the socket closed at once), the task
+                    # never awaits `reply`: close it so that it is not reported as leaked.
+                    task.add_done_callback(lambda _t, r=reply: r.close())
                     await conn.wait_for_capacity(MAX_INFLIGHT)
             elif msg.type is WSMsgType.ERROR:
                 log.info("event=ws_error conn=%d error=%r", conn.id, ws.exception())

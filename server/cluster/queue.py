@@ -160,7 +160,14 @@ class SharedQueue:
 
     def release(self, key: str) -> None:
         self._running.discard(key)
+        self._forget_locally(key)
         self._do("leave", key)
+
+    def _forget_locally(self, key: str) -> None:
+        """This instance's copy drops `key` at once (Redis follows at the worker's next turn):
+        the slot a migration gives back is free here when its caller hears it ended."""
+        self._slots.pop(key, None)
+        self._line = [entry for entry in self._line if entry[0] != key]
 
     def forget(self, key: str) -> None:
         """Another instance took `key` over: stop waiting here, leave Redis as it is."""
@@ -171,6 +178,7 @@ class SharedQueue:
 
     def drop(self, key: str) -> None:
         """`key` (a dead instance's) leaves the line and gives its slot back."""
+        self._forget_locally(key)
         self._do("leave", key)
 
     def position(self, key: str) -> int | None:
