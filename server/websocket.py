@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Coroutine
@@ -89,9 +90,7 @@ async def handle_api_socket(request: web.Request) -> web.StreamResponse:
                     await send(reply)
                 else:
                     task = conn.spawn(_reply_when_done(reply, send))
-                    # Cancelled before its first step (the socket closed at once), the task
-                    # never awaits `reply`: close it so that it is not reported as leaked.
-                    task.add_done_callback(lambda _t, r=reply: r.close())
+                    task.add_done_callback(functools.partial(_close_reply, reply))
                     await conn.wait_for_capacity(MAX_INFLIGHT)
             elif msg.type is WSMsgType.ERROR:
                 log.info("event=ws_error conn=%d error=%r", conn.id, ws.exception())
@@ -117,6 +116,12 @@ def _handle_frame(
         log.debug("event=ignored_message conn=%d kind=%s", conn.id, request)
         return None
     return dispatcher.dispatch(conn, request.id, request.method, request.params)
+
+
+def _close_reply(reply: Coroutine[Any, Any, bytes | None], _task: asyncio.Task[None]) -> None:
+    """A reply task cancelled before its first step (the socket closed at once) never awaited
+    `reply`: close it so that it is not reported as leaked (a no-op once it has run)."""
+    reply.close()
 
 
 async def _reply_when_done(reply: Coroutine[Any, Any, bytes | None], send: Any) -> None:
