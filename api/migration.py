@@ -77,18 +77,7 @@ async def seen_record(
 ) -> dict[str, Any]:
     """The record, for a caller who may see it; code 2 (`permission`) for one who may not,
     whether it exists or not. Admins get code 1 for an unknown id."""
-    fetched: dict[str, Any] | errors.XoError
-    try:
-        fetched = await lookup(record_id)  # from the store: read before the rules decide
-    except errors.XoError as exc:
-        fetched = exc
-
-    def known(_record_id: str) -> dict[str, Any]:
-        if isinstance(fetched, errors.XoError):
-            raise fetched
-        return fetched
-
-    record = call.state.views.record_for(_me(call), known, record_id, obj_type)
+    record = await call.state.views.record_for(_me(call), lookup, record_id, obj_type)
     if record is None:
         raise errors.unauthorized(permission, record_id, obj_type)
     return record

@@ -24,7 +24,7 @@ Between flushes a group's view is that of the last flush, as the notifications i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -104,20 +104,20 @@ class Views:
         """Whether `user` holds `permission` on `obj` now."""
         return user.is_admin or self.acl.rights_of(user.id).can(obj, permission, self.store.get)
 
-    def record_for(
+    async def record_for(
         self,
         user: User,
-        lookup: Callable[[str], dict[str, Any]],
+        lookup: Callable[[str], Awaitable[dict[str, Any]]],
         record_id: str,
         obj_type: str,
     ) -> dict[str, Any] | None:
-        """The migration (or batch) record `lookup` gives, if `user` may see it; None when it
-        may not, and also when there is none, so that it cannot tell. An admin gets
-        `lookup`'s own error for an unknown id."""
+        """The migration (or batch) record `lookup` gives (read from the store before the
+        rules decide), if `user` may see it; None when it may not, and also when there is
+        none, so that it cannot tell. An admin gets `lookup`'s own error for an unknown id."""
         if user.is_admin:
-            return lookup(record_id)
+            return await lookup(record_id)
         try:
-            record = lookup(record_id)
+            record = await lookup(record_id)
         except errors.XoError as exc:
             if exc.code != 1:  # anything but `no such object`
                 raise

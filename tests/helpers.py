@@ -25,6 +25,20 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
+def pools_toml(manifest: dict[str, Any]) -> list[str]:
+    """The `[[pools]]` tables of a config file for the simulated lab's pools."""
+    lines: list[str] = []
+    for pool in manifest["pools"]:
+        lines += [
+            "[[pools]]",
+            f'label = "{pool["name"]}"',
+            f'url = "{pool["master"]}"',
+            f'username = "{pool["username"]}"',
+            f'password = "{pool["password"]}"',
+        ]
+    return lines
+
+
 async def slowest_answer_during(
     probe: Callable[[], Awaitable[Any]], work: Awaitable[T], interval: float = 0.005
 ) -> tuple[T, float]:

@@ -113,18 +113,7 @@ def _sees(ctx: RestContext, user: User, record: dict[str, Any]) -> bool:
 async def _record(ctx: RestContext, user: User, task_id: str, permission: str) -> dict[str, Any]:
     """The migration behind a task the user may see: 404 for an admin when unknown, 403 for
     anyone else who may not see it, whether it exists or not."""
-    fetched: dict[str, Any] | errors.XoError
-    try:
-        fetched = await ctx.migrations().get(task_id)  # from the store, before the rules
-    except errors.XoError as exc:
-        fetched = exc
-
-    def known(_task_id: str) -> dict[str, Any]:
-        if isinstance(fetched, errors.XoError):
-            raise fetched
-        return fetched
-
-    record = ctx.state.views.record_for(user, known, task_id, "migration")
+    record = await ctx.state.views.record_for(user, ctx.migrations().get, task_id, "migration")
     if record is None:
         raise RestError(403, errors.unauthorized(permission, task_id, "task"))
     return record

@@ -90,7 +90,19 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 return false
 """
 
-_DELETE_USER = """
+# Lua, the end of the scripts deleting a user or a group (`p` the prefix, `id` the subject):
+# the ACL entries whose subject it is go with it.
+_DROP_SUBJECT_ACLS = """
+for _, a in ipairs(redis.call('SMEMBERS', p .. 'subject-acls:' .. id)) do
+  redis.call('DEL', p .. 'acl:' .. a)
+  redis.call('ZREM', p .. 'acls', a)
+end
+redis.call('DEL', p .. 'subject-acls:' .. id)
+return 1
+"""
+
+_DELETE_USER = (
+    """
 local p = ARGV[1]
 local id = ARGV[2]
 local key = p .. 'user:' .. id
@@ -107,16 +119,13 @@ for _, g in ipairs(redis.call('ZRANGE', p .. 'user-groups:' .. id, 0, -1)) do
   redis.call('ZREM', p .. 'group-users:' .. g, id)
 end
 redis.call('DEL', p .. 'user-groups:' .. id)
-for _, a in ipairs(redis.call('SMEMBERS', p .. 'subject-acls:' .. id)) do
-  redis.call('DEL', p .. 'acl:' .. a)
-  redis.call('ZREM', p .. 'acls', a)
-end
-redis.call('DEL', p .. 'subject-acls:' .. id)
-return 1
 """
+    + _DROP_SUBJECT_ACLS
+)
 
 # ARGV: prefix, group id.
-_DELETE_GROUP = """
+_DELETE_GROUP = (
+    """
 local p, id = ARGV[1], ARGV[2]
 redis.call('DEL', p .. 'group:' .. id)
 redis.call('ZREM', p .. 'groups', id)
@@ -124,13 +133,9 @@ for _, u in ipairs(redis.call('ZRANGE', p .. 'group-users:' .. id, 0, -1)) do
   redis.call('ZREM', p .. 'user-groups:' .. u, id)
 end
 redis.call('DEL', p .. 'group-users:' .. id)
-for _, a in ipairs(redis.call('SMEMBERS', p .. 'subject-acls:' .. id)) do
-  redis.call('DEL', p .. 'acl:' .. a)
-  redis.call('ZREM', p .. 'acls', a)
-end
-redis.call('DEL', p .. 'subject-acls:' .. id)
-return 1
 """
+    + _DROP_SUBJECT_ACLS
+)
 
 # ARGV: prefix, group id, the wanted user ids in order: members leaving go, those staying
 # keep their place (score), new ones join at the end.

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import pools_toml, wait_until
 from tests.redis_server import REDIS_MISSING, redis_server
 from tests.server.serve_process import free_port, spawn_serve, wait_listening
 from tests.server.xo_client import XoClient
@@ -69,14 +69,7 @@ def config_text(sim: Simulator, data_dir: Path, port: int, redis: str, **migrati
         'retry_delay = "200 ms"',
         *(f"{key} = {value}" for key, value in migration.items()),
     ]
-    for pool in sim.manifest()["pools"]:
-        lines += [
-            "[[pools]]",
-            f'label = "{pool["name"]}"',
-            f'url = "{pool["master"]}"',
-            f'username = "{pool["username"]}"',
-            f'password = "{pool["password"]}"',
-        ]
+    lines += pools_toml(sim.manifest())
     return "\n".join(lines) + "\n"
 
 

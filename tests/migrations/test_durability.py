@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from server.migrations.plan import MigrationRequest
-from tests.helpers import wait_until
+from tests.helpers import pools_toml, wait_until
 from tests.migrations.conftest import Lab
 from tests.server.serve_process import free_port, spawn_serve, wait_listening
 from tests.server.xo_client import XoClient
@@ -39,14 +39,7 @@ def config_text(sim: Simulator, data_dir: Path, port: int) -> str:
     ]
     if database_url(data_dir):  # on Redis (storage_backend)
         lines += ["[database]", f'url = "{database_url(data_dir)}"', 'lease_ttl = "2 seconds"']
-    for pool in sim.manifest()["pools"]:
-        lines += [
-            "[[pools]]",
-            f'label = "{pool["name"]}"',
-            f'url = "{pool["master"]}"',
-            f'username = "{pool["username"]}"',
-            f'password = "{pool["password"]}"',
-        ]
+    lines += pools_toml(sim.manifest())
     return "\n".join(lines) + "\n"
 
 
