@@ -25,9 +25,17 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
-def pools_toml(manifest: dict[str, Any]) -> list[str]:
-    """The `[[pools]]` tables of a config file for the simulated lab's pools."""
-    lines: list[str] = []
+def serve_toml(manifest: dict[str, Any], data_dir: Any, port: int, *sections: str) -> str:
+    """A config file for a `serve` process of the tests on the simulated lab's pools: its data
+    dir and port, the tests' cheaper scrypt cost, `sections` (TOML lines), the pools."""
+    lines = [
+        f'data_dir = "{data_dir}"',
+        "[http]",
+        f"port = {port}",
+        "[authentication]",
+        "scrypt_n = 16384",
+        *sections,
+    ]
     for pool in manifest["pools"]:
         lines += [
             "[[pools]]",
@@ -36,7 +44,7 @@ def pools_toml(manifest: dict[str, Any]) -> list[str]:
             f'username = "{pool["username"]}"',
             f'password = "{pool["password"]}"',
         ]
-    return lines
+    return "\n".join(lines) + "\n"
 
 
 async def slowest_answer_during(

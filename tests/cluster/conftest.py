@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import pools_toml, wait_until
+from tests.helpers import serve_toml, wait_until
 from tests.redis_server import REDIS_MISSING, redis_server
 from tests.server.serve_process import free_port, spawn_serve, wait_listening
 from tests.server.xo_client import XoClient
@@ -56,21 +56,17 @@ class Instance:
 
 
 def config_text(sim: Simulator, data_dir: Path, port: int, redis: str, **migration: Any) -> str:
-    lines = [
-        f'data_dir = "{data_dir}"',
-        "[http]",
-        f"port = {port}",
-        "[authentication]",
-        "scrypt_n = 16384",
+    return serve_toml(
+        sim.manifest(),
+        data_dir,
+        port,
         "[database]",
         f'url = "{redis}"',
         f'lease_ttl = "{LEASE_TTL_S} seconds"',
         "[migration]",
         'retry_delay = "200 ms"',
         *(f"{key} = {value}" for key, value in migration.items()),
-    ]
-    lines += pools_toml(sim.manifest())
-    return "\n".join(lines) + "\n"
+    )
 
 
 Launch = Callable[..., Any]

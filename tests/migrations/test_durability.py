@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from server.migrations.plan import MigrationRequest
-from tests.helpers import pools_toml, wait_until
+from tests.helpers import serve_toml, wait_until
 from tests.migrations.conftest import Lab
 from tests.server.serve_process import free_port, spawn_serve, wait_listening
 from tests.server.xo_client import XoClient
@@ -30,17 +30,9 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def config_text(sim: Simulator, data_dir: Path, port: int) -> str:
-    lines = [
-        f'data_dir = "{data_dir}"',
-        "[http]",
-        f"port = {port}",
-        "[authentication]",
-        "scrypt_n = 16384",
-    ]
-    if database_url(data_dir):  # on Redis (storage_backend)
-        lines += ["[database]", f'url = "{database_url(data_dir)}"', 'lease_ttl = "2 seconds"']
-    lines += pools_toml(sim.manifest())
-    return "\n".join(lines) + "\n"
+    url = database_url(data_dir)  # on Redis (storage_backend) or SQLite
+    on_redis = ["[database]", f'url = "{url}"', 'lease_ttl = "2 seconds"'] if url else []
+    return serve_toml(sim.manifest(), data_dir, port, *on_redis)
 
 
 async def start_serve(config: Path) -> asyncio.subprocess.Process:

@@ -20,19 +20,22 @@ def free_port() -> int:
 
 
 async def spawn_serve(
-    config: Path,
-    *,
+    config: Path | None,
+    *args: str,
+    cwd: Path = ROOT,
     stderr: int = asyncio.subprocess.PIPE,
     preexec_fn: Callable[[], None] | None = None,
 ) -> asyncio.subprocess.Process:
+    """`xo-migrate serve [--config config] *args`, run from `cwd` with this checkout
+    importable. Without a config it serves the embedded demo lab."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "server.cli",
         "serve",
-        "--config",
-        str(config),
-        cwd=ROOT,
+        *(("--config", str(config)) if config is not None else ()),
+        *args,
+        cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=stderr,
         env={**os.environ, "PYTHONPATH": str(ROOT)},

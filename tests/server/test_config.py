@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 import tomllib
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from server.config import ConfigError, ServerConfig, load_config, parse_config
 from server.guard import ConnectionLimits
 from server.limits import InputLimits
 from server.migrations.settings import MigrationSettings
-from tests.server.serve_process import ROOT, free_port, wait_listening
+from tests.server.serve_process import ROOT, free_port, spawn_serve, wait_listening
 from tests.server.xo_client import XoClient
 
 # Their own data dirs and config files: the store is SQLite whatever the run.
@@ -154,20 +152,7 @@ async def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
     ui = tmp_path / "ui"
     ui.mkdir()
     (ui / "favicon.ico").write_bytes(b"icon")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "server.cli",
-        "serve",
-        "--config",
-        str(config),
-        "--mount",
-        "/ui=ui",  # relative to the working directory
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    proc = await spawn_serve(config, "--mount", "/ui=ui", cwd=tmp_path)  # relative to cwd
     try:
         line = await wait_listening(proc)
         assert line is not None, "server exited early"
@@ -202,18 +187,7 @@ async def test_demo_serves_the_embedded_lab_and_its_printed_commands_work(tmp_pa
     """`make demo` = `xo-migrate serve` without a config: the simulated lab in-process, and
     the example commands it prints can be run as they are."""
     port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "server.cli",
-        "serve",
-        "--port",
-        str(port),
-        cwd=tmp_path,  # the demo keeps its data in ./data
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    proc = await spawn_serve(None, "--port", str(port), cwd=tmp_path)  # data in ./data
     try:
         lines: list[str] = []
         while not any("xo-cli migration.getAll" in line for line in lines):
