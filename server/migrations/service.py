@@ -37,8 +37,7 @@ from server.migrations.queue import AdmissionQueue
 from server.migrations.recovery import MigrationRecovery
 from server.migrations.runner import MigrationRunner, MigrationWork, migrate_send_args
 from server.migrations.settings import MigrationSettings
-from server.storage import Storage, StorageUnavailable
-from server.storage.redis import UNREACHABLE
+from server.storage import Storage
 from server.storage.writer import WriteBehind
 from xen.errors import PoolUnavailable, TaskCancelled, XapiError
 from xen.pools import PoolManager
@@ -222,8 +221,7 @@ class MigrationService:
     ) -> Migration:
         """Plan and launch a migration; errors in planning are raised here, at once. Its
         record is written behind (`start` waits for it)."""
-        if not self.storage.available:
-            raise StorageUnavailable(UNREACHABLE)
+        self.storage.check_writable()
         busy = self._by_vm.get(req.vm) or self._moving_elsewhere(req.vm)
         if busy is not None:
             raise errors.forbidden_operation(

@@ -49,6 +49,10 @@ class Storage(ABC):
         """Writes can be made now (False while Redis is unreachable)."""
         return True
 
+    def check_writable(self) -> None:  # noqa: B027 - SQLite is always writable
+        """Raise StorageUnavailable, with the store's own reason, if writes cannot be made now:
+        for work that must not start unless it can be recorded."""
+
     # -- users -------------------------------------------------------------------------------
 
     @abstractmethod

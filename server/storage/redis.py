@@ -301,6 +301,10 @@ class RedisStorage(Storage):
     def available(self) -> bool:
         return self._up
 
+    def check_writable(self) -> None:
+        if not self._up:
+            raise StorageUnavailable(UNREACHABLE)
+
     # -- reachability --------------------------------------------------------------------------
 
     def went_down(self, exc: BaseException) -> None:
@@ -349,8 +353,7 @@ class RedisStorage(Storage):
         return value
 
     async def _write(self, write: Callable[[], Awaitable[T]]) -> T:
-        if not self._up:
-            raise StorageUnavailable(UNREACHABLE)
+        self.check_writable()
         try:
             return await write()
         except DOWN_ERRORS as exc:
