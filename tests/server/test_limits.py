@@ -74,12 +74,15 @@ def limit_error(error: dict[str, Any]) -> tuple[str, str, Any]:
 
 
 def test_parsers_take_linear_time_on_pathological_input() -> None:
-    """The inputs that made the old parsers quadratic (or recurse): each well under 50 ms."""
+    """The inputs that made the old parsers quadratic (or recurse) finish at once.
+
+    Bounds are generous for loaded CI machines and still far below the quadratic parsers
+    (20,000 characters took 13.7 s; these 50,000 would take over a minute)."""
     for text in ("1" * 50_000 + "!", "1" + " " * 50_000 + "!", "." * 50_000):
         started = time.monotonic()
         with pytest.raises(ValueError):
             parse_duration_ms(text)
-        assert time.monotonic() - started < 0.05
+        assert time.monotonic() - started < 1.0
     started = time.monotonic()
     with pytest.raises(ValueError):
         compile_string_filter("!" * 5000 + " a" * 500_000)
@@ -89,7 +92,7 @@ def test_parsers_take_linear_time_on_pathological_input() -> None:
     assert predicate({"name": "x"}) is True  # an even number of "!": a search for "!"... negated
     glob = compile_string_filter("name:" + "*a" * 30 + "*b")
     assert glob({"name": "a" * 100_000}) is False
-    assert time.monotonic() - started < 0.2
+    assert time.monotonic() - started < 2.0
 
 
 async def test_a_20000_character_duration_is_refused_fast(connect) -> None:

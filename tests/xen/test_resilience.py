@@ -203,7 +203,9 @@ async def test_dead_and_silent_pools_do_not_delay_others(
         good = [pool_config(manifest, p["name"]) for p in manifest["pools"]]
         for cfg in good:
             await pools.add(cfg)
-        assert loop.time() - started < 0.1  # add() never waits for the network
+        # add() never waits for the network (the silent host would hold it for minutes); the
+        # bounds leave room for a loaded CI machine.
+        assert loop.time() - started < 1.0
         for cfg in good:
             await pools.connection(cfg.id).wait_ready(5)
         assert loop.time() - started < 3
@@ -219,4 +221,4 @@ async def test_dead_and_silent_pools_do_not_delay_others(
     finally:
         tick.cancel()
         silent.close()
-    assert lag < 0.25, f"event loop blocked for {lag:.3f}s"
+    assert lag < 1.0, f"event loop blocked for {lag:.3f}s"
