@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from server import errors
@@ -85,6 +85,9 @@ class BatchService:
         self._stopped = False
         self._unsubscribe = store.subscribe(self._on_changes)
         migrations.finish_listeners.append(self._on_finish)
+        # Called once per batch when it ends, resumed batches included (host maintenance
+        # enables its host again after a failure that no caller is waiting for).
+        self.finish_listeners: list[Callable[[Batch], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -454,6 +457,8 @@ class BatchService:
             final,
             ",".join(f"{k}={v}" for k, v in batch.totals().items() if v),
         )
+        for listener in self.finish_listeners:
+            listener(batch)
         if not self._closing:
             self.spawn(self._forget_later(batch), f"batch-forget-{batch.id}")
 

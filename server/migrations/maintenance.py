@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from server import errors
+from server.migrations.batch import Batch
 from server.migrations.batches import BatchRefused, BatchService
 from server.migrations.connections import PoolConnections
 from server.migrations.settings import MigrationSettings
@@ -43,6 +44,8 @@ class HostMaintenance:
         self._connections = connections
         self._batches = batches
         self._settings = settings
+        self._in_calls: set[str] = set()  # hosts whose set_mode(true) call is still running
+        batches.finish_listeners.append(self._on_batch_finished)
 
     async def set_mode(
         self,
@@ -74,19 +77,42 @@ class HostMaintenance:
         await conn.call("host.disable", host["_xapiRef"])
         await self._seen(lambda: self._host_enabled(host["id"]) is False)
         log.info("host=%s event=maintenance_on forced_vms=%d", host["id"], len(vms))
+        self._in_calls.add(host["id"])
         try:
             await self._evacuate(host, user_id, user_email)
         except asyncio.CancelledError:
             raise  # the server stops: the batch is resumed at the next start
         except BaseException:
-            try:
-                await conn.call("host.enable", host["_xapiRef"])
-            except (XapiError, PoolUnavailable) as exc:  # the evacuation's error matters more
-                log.warning("host=%s event=enable_failed error=%s", host["id"], exc)
-            else:
-                log.info("host=%s event=maintenance_failed host_enabled_again=true", host["id"])
+            if await self._enable_again(host["id"]):
                 await self._seen(lambda: self._host_enabled(host["id"]) is True)
             raise
+        finally:
+            self._in_calls.discard(host["id"])
+
+    def _on_batch_finished(self, batch: Batch) -> None:
+        """A maintenance batch resumed after a restart ended without success: no call is
+        there to enable the host again, so do it here."""
+        host_id = batch.host
+        if batch.kind != "maintenance" or batch.status == "success" or host_id is None:
+            return
+        if host_id in self._in_calls:
+            return  # set_mode enables it and answers the caller
+        self._batches.spawn(self._enable_again(host_id), f"maintenance-enable-{host_id}")
+
+    async def _enable_again(self, host_id: str) -> bool:
+        """After a failed evacuation; False if XAPI refused (the evacuation's error, or the
+        batch's, is the one worth reporting: this is logged)."""
+        host = self._store.get(host_id)
+        if host is None:
+            log.warning("host=%s event=enable_failed error=host gone", host_id)
+            return False
+        try:
+            await self._connections.connection(host["$pool"]).call("host.enable", host["_xapiRef"])
+        except (XapiError, PoolUnavailable) as exc:
+            log.warning("host=%s event=enable_failed error=%s", host_id, exc)
+            return False
+        log.info("host=%s event=maintenance_failed host_enabled_again=true", host_id)
+        return True
 
     async def _evacuate(self, host: XoObject, user_id: str | None, user_email: str | None) -> None:
         asks = self._batches.evacuation_asks(host["id"], None, None)

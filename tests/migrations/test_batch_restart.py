@@ -4,15 +4,17 @@ end (the running one adopted, the queued ones queued again)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
 
 from server.migrations.service import MigrationSettings
 from tests.helpers import wait_until
-from tests.migrations.batch_helpers import batch_of, wait_batch
+from tests.migrations.batch_helpers import batch_of, running_vms_on, wait_batch
 from tests.migrations.conftest import Lab, lab_on
 from xen.sim import Simulator
+from xen.sim.registry import Fault
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -83,3 +85,48 @@ async def test_a_paused_batch_is_still_paused_after_a_restart(
         await lab.client.call("migration.batch.resume", {"id": batch["id"]})
         done = await lab.client.call("migration.batch.wait", {"id": batch["id"]}, timeout=60)
         assert done["status"] == "success" and done["totals"]["success"] == 3
+
+
+async def test_a_maintenance_that_fails_after_a_restart_enables_the_host_again(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """xo-server's contract (the host is enabled again when the evacuation fails) holds when
+    the failure comes after a restart, with no call left to answer."""
+    sim.timing.time_scale = 0.01
+    async with lab_on(sim, tmp_path, SETTINGS) as lab:
+        a2 = await lab.id_of("host", "a2")
+        call = asyncio.create_task(
+            lab.client.call("host.setMaintenanceMode", {"id": a2, "maintenance": True}, timeout=60)
+        )
+
+        async def started() -> dict | None:
+            batches = await lab.client.call("migration.batch.getAll")
+            return batches[0] if batches and batches[0]["totals"]["running"] == 1 else None
+
+        batch = await wait_until(started)
+        assert batch["kind"] == "maintenance" and (await lab.get(a2))["enabled"] is False
+        # The last move to go fails in XAPI, after the restart.
+        last = next(m for m in reversed(batch["moves"]) if m["status"] == "queued")
+        sim.pool("Pool A").add_fault(
+            Fault(
+                kind="migration",
+                vm=last["vmName"],
+                phase="memory",
+                code="VM_MIGRATE_CONTACT_REMOTE_SERVICE_FAILED",
+            )
+        )
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+    sim.timing.time_scale = 0.002
+    async with lab_on(sim, tmp_path, SETTINGS) as lab:
+        done = await lab.client.call("migration.batch.wait", {"id": batch["id"]}, timeout=60)
+        assert done["status"] == "failure", done["moves"]
+        by_vm = {m["vmName"]: m for m in done["moves"]}
+        assert by_vm[last["vmName"]]["status"] == "failure"
+
+        async def enabled_again() -> bool:
+            return (await lab.get(a2))["enabled"] is True
+
+        await wait_until(enabled_again, timeout=10)
+        assert last["vmName"] in await running_vms_on(lab, a2)  # it stayed where it was
