@@ -34,11 +34,13 @@ from server.config import ServerConfig
 from server.credentials import CredentialCipher
 from server.db import ServerRecord
 from server.dispatch import Dispatcher
+from server.forwarded import forwarded_client_middleware
 from server.gc_tuning import freeze_long_lived
 from server.guard import ConnectionGuard
 from server.http_rpc import handle_api_post
 from server.metrics_http import METRICS
 from server.metrics_http import register as register_metrics
+from server.netaddr import TrustedProxies
 from server.oneshot import OneShotUrls
 from server.push import PushHub
 from server.rest import register as register_rest
@@ -111,12 +113,14 @@ def open_storage(config: ServerConfig) -> tuple[Storage, bytes, bool]:
 
 
 def build_app(config: ServerConfig, store: ObjectStore | None = None) -> web.Application:
-    app = web.Application(client_max_size=config.max_message_size)
+    proxies = TrustedProxies(config.trusted_proxies)
+    middlewares = [forwarded_client_middleware(proxies)] if proxies else []
+    app = web.Application(client_max_size=config.max_message_size, middlewares=middlewares)
     state = build_state(config, store)
     app[STATE] = state
     app[DISPATCHER] = Dispatcher(state)
     # Serve with server.guard.GuardedSite (connection caps and deadlines).
-    app[GUARD] = ConnectionGuard(config.connections)
+    app[GUARD] = ConnectionGuard(config.connections, proxies)
     app.router.add_get("/api/", handle_api_socket)
     app.router.add_post("/api/", handle_api_post)
     app.router.add_route("GET", "/api/{token}", state.oneshot.handle)

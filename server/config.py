@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 import uuid
 from dataclasses import dataclass, field, fields, replace
@@ -48,6 +49,9 @@ class ServerConfig:
     # Origins (scheme://host[:port]) besides the server's own allowed to send cookie-
     # authenticated requests (server/crosssite.py); e.g. a UI served from another host.
     allowed_origins: list[str] = field(default_factory=list)
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For names the client
+    # (server/netaddr.py TrustedProxies); empty: the header is ignored.
+    trusted_proxies: list[str] = field(default_factory=list)
     log_burst: int = 10  # lines of one repeated message let through per window
     log_window_s: float = 10.0
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
@@ -110,6 +114,7 @@ _SECTIONS: dict[str, set[str]] = {
         "key",
         "mounts",
         "allowed_origins",
+        "trusted_proxies",
         *_CONNECTION_INTS,
         *_CONNECTION_DURATIONS["http"],
     },
@@ -274,6 +279,7 @@ def parse_config(data: dict[str, Any], base_dir: Path) -> ServerConfig:
     if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
         raise ConfigError("[http] allowed_origins must be a list of strings")
     cfg.allowed_origins = list(origins)
+    cfg.trusted_proxies = _trusted_proxies(http.get("trusted_proxies", []))
     log_table = data.get("log", {})
     _check_keys("log", log_table)
     try:
@@ -374,3 +380,25 @@ def load_config(path: str | Path) -> ServerConfig:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from None
     return parse_config(data, path.resolve().parent)
+
+
+def _trusted_proxies(value: Any) -> list[str]:
+    """`[http] trusted_proxies`: addresses or networks, checked here (a typo must not silently
+    trust nobody, or everybody)."""
+    if value is True:
+        raise ConfigError(
+            '[http] trusted_proxies must list the proxies\' addresses (e.g. ["127.0.0.1"]):'
+            " trusting every peer would let any client choose its address"
+        )
+    if value is False:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError("[http] trusted_proxies must be a list of addresses or networks")
+    for entry in value:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"[http] trusted_proxies: {entry[:100]!r} is not an address or a network"
+            ) from None
+    return list(value)

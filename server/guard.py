@@ -33,7 +33,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from server.netaddr import client_key
+from server.netaddr import TrustedProxies, client_key
 
 log = logging.getLogger("xo_migrate.guard")
 
@@ -67,8 +67,11 @@ def raise_open_file_limit() -> int:
 class ConnectionGuard:
     """The counts and deadlines of one server's connections (shared by its sites)."""
 
-    def __init__(self, limits: ConnectionLimits) -> None:
+    def __init__(self, limits: ConnectionLimits, proxies: TrustedProxies | None = None) -> None:
         self.limits = limits
+        # A trusted reverse proxy carries many clients: only the total caps it (limit each
+        # client in the proxy, e.g. nginx's limit_conn).
+        self.proxies = proxies or TrustedProxies()
         self.total = 0
         self.per_address: dict[str, int] = {}
 
@@ -79,12 +82,13 @@ class ConnectionGuard:
             return self.limits.max_connections
         return max(1, min(self.limits.max_connections, soft - FD_RESERVE))
 
-    def admit(self, key: str) -> str | None:
-        """Count one more connection for `key`, or say why not."""
+    def admit(self, key: str, *, proxy: bool = False) -> str | None:
+        """Count one more connection for `key` (`proxy`: from a trusted proxy), or say why
+        not."""
         if self.total >= self.max_connections:
             return "max_connections"
         count = self.per_address.get(key, 0)
-        if count >= self.limits.max_connections_per_address:
+        if not proxy and count >= self.limits.max_connections_per_address:
             return "max_connections_per_address"
         self.total += 1
         self.per_address[key] = count + 1
@@ -130,8 +134,9 @@ class _GuardedProtocol(asyncio.Protocol):
     def connection_made(self, base: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, base)
         peer = transport.get_extra_info("peername")
-        key = client_key(str(peer[0])) if isinstance(peer, tuple) and peer else "?"
-        refused = self._guard.admit(key)
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        key = client_key(address) if address is not None else "?"
+        refused = self._guard.admit(key, proxy=self._guard.proxies.trusts(address))
         if refused is not None:
             log.warning("event=connection_refused remote=%s reason=%s", key, refused)
             transport.abort()

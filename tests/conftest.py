@@ -67,12 +67,14 @@ def storage_backend(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `sqlite_only` (they check the SQLite file itself) run on SQLite alone."""
+    """Tests marked `sqlite_only` (they check the SQLite file itself) or `any_store` (nothing
+    they check depends on the store) run on SQLite alone."""
     kept, dropped = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
         on_redis = callspec is not None and callspec.params.get("storage_backend") == "redis"
-        (dropped if on_redis and item.get_closest_marker("sqlite_only") else kept).append(item)
+        once = item.get_closest_marker("sqlite_only") or item.get_closest_marker("any_store")
+        (dropped if on_redis and once else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

@@ -39,13 +39,18 @@ class XoClient:
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
-    async def connect(cls, url: str, local_addr: str | None = None) -> XoClient:
+    async def connect(
+        cls, url: str, local_addr: str | None = None, headers: dict[str, str] | None = None
+    ) -> XoClient:
         """`local_addr`: the loopback address to connect from (another client, as the
-        server's per-address limits see it)."""
+        server's per-address limits see it); `headers`: added to the upgrade request (as a
+        reverse proxy adds X-Forwarded-For)."""
         connector = aiohttp.TCPConnector(local_addr=(local_addr, 0)) if local_addr else None
         session = aiohttp.ClientSession(connector=connector)
         try:
-            ws = await session.ws_connect(url, autoping=True, max_msg_size=64 * 1024 * 1024)
+            ws = await session.ws_connect(
+                url, autoping=True, max_msg_size=64 * 1024 * 1024, headers=headers
+            )
         except BaseException:
             await session.close()
             raise
