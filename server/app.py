@@ -35,7 +35,7 @@ from server.credentials import CredentialCipher
 from server.db import ServerRecord
 from server.dispatch import Dispatcher
 from server.forwarded import forwarded_client_middleware
-from server.gc_tuning import freeze_long_lived
+from server.gc_tuning import full_sync
 from server.guard import ConnectionGuard
 from server.http_rpc import handle_api_post
 from server.metrics_http import METRICS
@@ -153,7 +153,7 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         manager_class = _pool_manager_class()
         if manager_class is not None:
             options = app[METRICS].pool_options()
-            options.on_synced = freeze_long_lived  # only where the process is tuned as a server
+            options.full_sync = full_sync  # acts only where the process is tuned as a server
             state.pools = manager_class(state.store, options)
             await state.pools.start()
             stack.push_async_callback(state.pools.aclose)

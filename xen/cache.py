@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,13 +48,29 @@ log = logging.getLogger("xo_migrate.xen.cache")
 
 TERMINAL_TASK_STATUSES = frozenset({"success", "failure", "cancelled"})
 
-# Conversions done between two yields to the event loop during a big batch, and iterations
-# of the cheap loops (bookkeeping per event).
-_CHUNK = 500
-_CHUNK_CHEAP = 5000
+# Longest run of work on one batch between two yields to the event loop: a 10,000-VM
+# snapshot is seconds of conversions, and no client may wait that long for an answer. Timed
+# rather than counted: a conversion's cost varies by class and by machine.
+SLICE_S = 0.01
 # Rounds of converting again the readers of objects that a conversion again changed (a VM
 # reads its VBDs' VDIs' SRs, an SR reads its PBD): deeper chains than this do not exist.
 _ROUNDS = 4
+
+
+class _Slices:
+    """Cuts a batch's work into slices of at most SLICE_S, with a yield between two."""
+
+    __slots__ = ("_until",)
+
+    def __init__(self) -> None:
+        self._until = time.perf_counter() + SLICE_S
+
+    def over(self) -> bool:
+        return time.perf_counter() >= self._until
+
+    async def pause(self) -> None:
+        await asyncio.sleep(0)
+        self._until = time.perf_counter() + SLICE_S
 
 
 @dataclass(eq=False, slots=True)
@@ -230,11 +247,12 @@ class PoolCache:
             events = self._early + events
             self._early = []
 
+        slices = _Slices()
         upserts: list[tuple[str, str, dict[str, Any]]] = []
         deletes: list[str] = []
-        for n, event in enumerate(events, 1):
-            if n % _CHUNK_CHEAP == 0:
-                await asyncio.sleep(0)
+        for event in events:
+            if slices.over():
+                await slices.pause()
             ref = event.get("ref", "")
             op = event.get("operation")
             if op == "del":
@@ -250,20 +268,22 @@ class PoolCache:
         for ref in deletes:
             self._forget(ref)
             touched.add(ref)
+            if slices.over():
+                await slices.pause()
 
         new_refs: list[str] = []
-        for n, (cls, ref, record) in enumerate(upserts, 1):
-            if n % _CHUNK_CHEAP == 0:
-                await asyncio.sleep(0)
+        for cls, ref, record in upserts:
+            if slices.over():
+                await slices.pause()
             if ref not in self._ids:
                 new_refs.append(ref)
             self._ids[ref] = record.get("uuid") or ref
             self._classes[ref] = cls
         # Records read by conversions first, so that objects of this batch see them.
         converted: list[tuple[str, str, dict[str, Any]]] = []
-        for n, (cls, ref, record) in enumerate(upserts, 1):
-            if n % _CHUNK_CHEAP == 0:
-                await asyncio.sleep(0)
+        for cls, ref, record in upserts:
+            if slices.over():
+                await slices.pause()
             touched.add(ref)
             if cls in SIDES:
                 self._records[ref] = slim_side(cls, record)
@@ -271,34 +291,38 @@ class PoolCache:
                 self._records[ref] = record
             if cls not in SIDES and cls not in READ_ONLY:
                 converted.append((cls, ref, record))
-        for n, (cls, ref, record) in enumerate(converted, 1):
+        for cls, ref, record in converted:
             self._convert(cls, ref, record)
-            if n % _CHUNK == 0:
-                await asyncio.sleep(0)
+            if slices.over():
+                await slices.pause()
 
         # Objects waiting for a ref that just appeared, and readers of changed objects.
         again: set[str] = set()
         for ref in new_refs:
             again |= self._waiting.pop(ref, set())
+            if slices.over():
+                await slices.pause()
         for ref in touched:
             again |= self._readers.get(ref, set())
+            if slices.over():
+                await slices.pause()
         for _ in range(_ROUNDS):
             changed: set[str] = set()
-            for n, ref in enumerate(again, 1):
+            for ref in again:
                 kept = self._raw.get(ref)
                 if kept is not None and self._convert(kept[0], ref, kept[1]):
                     changed.add(ref)
-                if n % _CHUNK == 0:
-                    await asyncio.sleep(0)
+                if slices.over():
+                    await slices.pause()
             again = set()
             for ref in changed:
                 again |= self._readers.get(ref, set())
             if not again:
                 break
         owners = {ref for _, ref, _ in converted}
-        for n, (cls, ref, _) in enumerate(upserts, 1):
-            if n % _CHUNK_CHEAP == 0:
-                await asyncio.sleep(0)
+        for cls, ref, _ in upserts:
+            if slices.over():
+                await slices.pause()
             if cls in SIDES and self._folded_into.get(ref) not in owners:
                 self._fold_again(ref)
 

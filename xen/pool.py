@@ -78,9 +78,10 @@ class ConnectionOptions:
     close_timeout: float = 2.0  # how long aclose() waits for threads (logouts)
     classes: tuple[str, ...] = MIGRATION_CLASSES
     observer: CallObserver | None = None
-    # Called with the pool's label after every initial (full) sync: the process owner may
-    # then settle its memory (server/gc_tuning.py freezes the long-lived cache).
-    on_synced: Callable[[str], None] | None = None
+    # Wraps every full sync (the snapshot's fetch, parse and load into the cache): the process
+    # owner may manage its memory around it (server/gc_tuning.py keeps the collector off
+    # during it and freezes the long-lived cache after).
+    full_sync: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
 
 
 class PoolConnection:
@@ -486,19 +487,20 @@ class PoolConnection:
             self.cache.polls_started += 1
             poll = self.cache.polls_started
             full = token == ""
-            try:
-                result = await self._observed(
-                    "event.from", self._events.run(self._event_from, session, token)
-                )
-            except XapiError as exc:
-                if exc.code == "EVENT_FROM_TOKEN_PARSE_FAILURE":
-                    token = ""
-                    continue
-                raise
-            except TRANSPORT_ERRORS:
-                self._suspect_urls.add(session.url)
-                raise
-            await self.cache.apply(result.get("events", []), full=full, poll=poll)
+            with self.options.full_sync() if full else contextlib.nullcontext():
+                try:
+                    result = await self._observed(
+                        "event.from", self._events.run(self._event_from, session, token)
+                    )
+                except XapiError as exc:
+                    if exc.code == "EVENT_FROM_TOKEN_PARSE_FAILURE":
+                        token = ""
+                        continue
+                    raise
+                except TRANSPORT_ERRORS:
+                    self._suspect_urls.add(session.url)
+                    raise
+                await self.cache.apply(result.get("events", []), full=full, poll=poll)
             token = result.get("token", "")
             if full:
                 self._suspect_urls.discard(session.url)
@@ -508,8 +510,6 @@ class PoolConnection:
                 self._was_ready = True
                 self._generation += 1
                 self._ready.set()
-                if self.options.on_synced is not None:
-                    self.options.on_synced(self.label)
                 log.info(
                     "event=pool_connected pool=%s pool_id=%s master=%s objects=%d",
                     self.label,

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import XenAPI
 
+from xen import bulk_json
 from xen.errors import XapiError, XapiHttpError
 from xen.wire import prepare_arg, url_host
 
@@ -183,7 +184,7 @@ class JsonRpcChannel:
             self.close()
             raise JsonRpcUnsupported(f"HTTP {reply.status} from /jsonrpc")
         try:
-            answer = orjson.loads(data)
+            answer = bulk_json.loads(data)  # a huge answer in pieces: the loop keeps running
         except orjson.JSONDecodeError as exc:
             raise http.client.HTTPException(f"invalid JSON-RPC answer: {exc}") from None
         error = answer.get("error") if isinstance(answer, dict) else None
