@@ -29,12 +29,12 @@ from pydantic import Field
 from api.registry import OPTIONAL, Call, Method, ResolveSpec, XoParams
 from api.vm import MIGRATE_RESOLVE, MigrateParams, service
 from server import errors
-from server.db import User
 from server.migrations.batches import BatchService
 from server.migrations.connections import PoolConnections
 from server.migrations.maintenance import HostMaintenance
 from server.migrations.placement import MoveAsk, MoveOptions
 from server.migrations.service import MigrationService
+from server.storage.records import User
 from xen.store import ObjectStore
 
 # migration.plan changes nothing: seeing the objects it names is enough.

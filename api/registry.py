@@ -54,8 +54,8 @@ from api.xo_schema import XoSchema, params_schema
 
 if TYPE_CHECKING:
     from server.connection import Connection
-    from server.db import User
     from server.state import ServerState
+    from server.storage.records import User
 
 PUBLIC: None = None
 SIGNED_IN = "unset"

@@ -14,7 +14,7 @@ from typing import Any
 from api.registry import OPTIONAL, Call, Method, XoParams
 from server import errors
 from server.config import normalize_pool_url
-from server.db import ServerRecord
+from server.storage.records import ServerRecord
 
 
 async def _record(call: Call, server_id: str) -> ServerRecord:

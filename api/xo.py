@@ -13,9 +13,9 @@ import orjson
 from aiohttp import web
 
 from api.registry import OPTIONAL, Call, Method, XoParams
-from server.db import User
 from server.limits import InputLimits, invalid_value
 from server.matching import FilterError, compile_string_filter, matches
+from server.storage.records import User
 
 if TYPE_CHECKING:
     from server.state import ServerState

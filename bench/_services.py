@@ -130,7 +130,7 @@ class ServerService:
         each), without passwords (a password hash costs most of a second): a token each."""
         import uuid
 
-        from server.db import User
+        from server.storage.records import User
 
         tokens = []
         for i, entries in enumerate(grants):

@@ -49,6 +49,7 @@ RENAMES = 100
 QUIET_S = 10.0  # before "RSS after" (xo-server's figure was taken 60 s after its sync)
 IDLE_S = 10.0
 TIME_SCALE = 0.01
+SYNC_LAG_MAX_MS = 100  # the sync must not hold the event loop longer than this at once
 # The real xo-server 5.207.2 on this machine, same simulated pool (issue 16).
 XO_SERVER = {"sync_s": 6.5, "rss_after_mib": 480.0, "vm_bytes": 1600, "vms_mb": 15.7}
 
@@ -164,7 +165,15 @@ async def _measure(pools: int) -> list[dict[str, Any]]:
     rows = [
         row(f"{tag}: initial sync", sync_s, "s", digits=1),
         row(f"{tag}: server CPU during sync", sync_cpu, "s", digits=1),
-        row(f"{tag}: event-loop lag max during sync", sync_lag["lag_max_ms"], "ms", digits=0),
+        # Every client waits that long at worst while a pool syncs (it was 0.6-0.8 s).
+        row(
+            f"{tag}: event-loop lag max during sync",
+            sync_lag["lag_max_ms"],
+            "ms",
+            SYNC_LAG_MAX_MS,
+            "<=",
+            digits=0,
+        ),
         row(f"{tag}: server RSS peak", peak.kib / 1024, "MiB", digits=0),
         row(f"{tag}: server RSS {QUIET_S:.0f} s after sync", rss_after, "MiB", digits=0),
         row(f"{tag}: bytes of one VM object", one_vm, "B", digits=0),

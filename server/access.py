@@ -21,7 +21,7 @@ from typing import Any
 from api.registry import DEFAULT_OBJECT_PERMISSION, EACH_VALUE, ResolveSpec
 from server import errors
 from server.acls import AccessControl, Rights
-from server.db import User
+from server.storage.records import User
 from xen.store import ObjectStore
 
 

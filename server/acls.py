@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 
 from server import errors
 from server.acl_rules import NONE, GetObject, XoObject, allowed, grants, owner_id
-from server.db import AclRecord, GroupRecord
 from server.limits import InputLimits, ajv_error
+from server.storage.records import AclRecord, GroupRecord
 
 if TYPE_CHECKING:
     from server.storage import Storage

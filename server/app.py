@@ -32,7 +32,6 @@ from server.auth import Authenticator
 from server.cluster import cluster_of
 from server.config import ServerConfig
 from server.credentials import CredentialCipher
-from server.db import ServerRecord
 from server.dispatch import Dispatcher
 from server.forwarded import forwarded_client_middleware
 from server.gc_tuning import full_sync
@@ -48,6 +47,7 @@ from server.signin import WebSignIn
 from server.state import ServerState
 from server.static import StaticFiles
 from server.storage import Storage, StorageUnavailable, sqlite_path
+from server.storage.records import ServerRecord
 from server.storage.redis import RedisStorage
 from server.storage.sqlite import SqliteStorage
 from server.views import Views

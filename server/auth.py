@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from server import errors
-from server.db import TokenRecord, User
 from server.duration import parse_duration_ms
 from server.matching import value_matches
 from server.passwords import (
@@ -41,6 +40,7 @@ from server.passwords import (
     hash_password,
 )
 from server.storage import Storage, StorageUnavailable
+from server.storage.records import TokenRecord, User
 from server.throttle import SignInThrottle, Throttled, ThrottleSettings
 
 log = logging.getLogger("xo_migrate.auth")

@@ -13,8 +13,8 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from server.db import User
 from server.push import Outbox, PushHub
+from server.storage.records import User
 
 _ids = itertools.count(1)
 

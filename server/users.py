@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from server import errors
-from server.db import User
 from server.limits import invalid_value
 from server.storage import EmailTaken
+from server.storage.records import User
 
 if TYPE_CHECKING:
     from server.connection import Connection

@@ -35,8 +35,8 @@ from xen.store import ChangeSet, ObjectStore
 
 if TYPE_CHECKING:
     from server.connection import Connection
-    from server.db import User
     from server.push import Outbox
+    from server.storage.records import User
 
 _NO_GROUPS: frozenset[ViewGroup] = frozenset()
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.db import User
 from server.errors import XoError
 from server.rest import objects, tasks
 from server.rest.context import REST, RestContext
 from server.rest.http import BASE, RestError, endpoint
 from server.state import ServerState
+from server.storage.records import User
 
 __all__ = ["REST", "RestContext", "register"]
 

@@ -30,12 +30,12 @@ from pydantic import ValidationError
 from server import errors
 from server.auth import AuthError
 from server.crosssite import cross_site_refusal
-from server.db import User
 from server.errors import RpcError, XoError
 from server.http_body import BodyError, read_body
 from server.limits import check_params
 from server.matching import FilterError, compile_string_filter
 from server.rest.context import REST, RestContext
+from server.storage.records import User
 from server.xapi_errors import to_wire_error
 from xen.errors import PoolUnavailable, XapiError
 

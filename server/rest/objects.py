@@ -29,7 +29,6 @@ from api.registry import ResolveSpec
 from api.vm import MIGRATE_RESOLVE
 from server import errors
 from server.access import resolve
-from server.db import User
 from server.migrations.plan import MigrationRequest
 from server.rest.context import RestContext
 from server.rest.http import (
@@ -43,6 +42,7 @@ from server.rest.http import (
     read_json,
 )
 from server.rest.tasks import REST_MIGRATE_METHOD, task_href
+from server.storage.records import User
 from server.xapi_errors import to_wire_error
 
 COLLECTIONS = {"vms": "VM", "hosts": "host", "pools": "pool"}

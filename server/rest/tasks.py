@@ -34,9 +34,9 @@ import orjson
 from aiohttp import web
 
 from server import errors
-from server.db import User
 from server.rest.context import RestContext
 from server.rest.http import BASE, NDJSON, ListQuery, RestError, endpoint, flag, json_response
+from server.storage.records import User
 from xen.store import ChangeSet
 
 log = logging.getLogger("xo_migrate.rest")

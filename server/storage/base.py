@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from server.db import AclRecord, GroupRecord, ServerRecord, TokenRecord, User
+from server.storage.records import AclRecord, GroupRecord, ServerRecord, TokenRecord, User
 
 # (record, request): the request may come already serialized (it never changes).
 MigrationRow = tuple[dict[str, Any], dict[str, Any] | str]

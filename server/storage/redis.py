@@ -32,7 +32,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from server.credentials import CredentialCipher, CredentialsUnreadable
-from server.db import AclRecord, GroupRecord, ServerRecord, TokenRecord, User
 from server.storage.base import (
     BATCH_ACTIVE,
     MIGRATION_ACTIVE,
@@ -41,6 +40,7 @@ from server.storage.base import (
     Storage,
     StorageUnavailable,
 )
+from server.storage.records import AclRecord, GroupRecord, ServerRecord, TokenRecord, User
 
 log = logging.getLogger("xo_migrate.storage")
 

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from server.credentials import CredentialCipher
-from server.db import AclRecord, Database, GroupRecord, ServerRecord, TokenRecord, User
+from server.db import Database
 from server.migrations.batch_history import BatchHistory
 from server.migrations.history import MigrationHistory
 from server.storage.base import EmailTaken, MigrationRow, Storage
+from server.storage.records import AclRecord, GroupRecord, ServerRecord, TokenRecord, User
 
 
 class SqliteStorage(Storage):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from server.db import User
+from server.storage.records import User
 from tests.server.conftest import make_config, running_server
 from tests.server.serve_process import free_port, spawn_serve, wait_listening
 from tests.server.xo_client import XoClient

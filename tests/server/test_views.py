@@ -12,9 +12,9 @@ import pytest
 
 from server.acls import AccessControl
 from server.credentials import CredentialCipher
-from server.db import User
 from server.limits import InputLimits
 from server.storage import Storage
+from server.storage.records import User
 from server.storage.redis import RedisStorage
 from server.storage.sqlite import SqliteStorage
 from server.views import Deltas, Views
