@@ -135,10 +135,10 @@ class ServerService:
         tokens = []
         for i, entries in enumerate(grants):
             user = User(str(uuid.uuid4()), f"bench-{i}@example.net", "!", "none")
-            self._state.db.add_user(user)
+            await self._state.storage.add_user(user)
             for obj, role in entries:
-                self._state.acl.add(user.id, obj, role)
-            tokens.append(self._state.auth.create_token(user, description="bench"))
+                await self._state.acl.add(user.id, obj, role)
+            tokens.append(await self._state.auth.create_token(user, description="bench"))
         return tokens
 
     async def stats(self, collect: bool = False) -> dict[str, Any]:
