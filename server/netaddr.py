@@ -13,13 +13,10 @@ import ipaddress
 
 @functools.lru_cache(maxsize=4096)
 def client_key(address: str) -> str:
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
+    ip = _parse_ip(address)  # IPv4-mapped IPv6 already as its IPv4 address
+    if ip is None:
         return address  # not an IP (a Unix socket, "?"): itself
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
 
