@@ -182,8 +182,10 @@ async def test_a_migration_shows_as_traffic_on_the_hosts_nics(sim: Simulator) ->
         started = time.time()
         rec = await x.wait(await x("Async.VM.pool_migrate", vm, a3, {}))
         assert rec["status"] == "success", rec
-        # Wait until the 5 s row covering the start of the copy is complete.
-        await asyncio.sleep(max(0.0, (started // 5 + 1) * 5 - time.time() + 0.1))
+        # Wait until the 5 s rows covering the whole copy are complete (on a loaded machine the
+        # copy can end in a later row than the one it started in).
+        finished = time.time()
+        await asyncio.sleep(max(0.0, (finished // 5 + 1) * 5 - time.time() + 0.1))
 
         async def nic(host: str, entry: str) -> float:
             address = pool.db.get("host", host)["address"]
